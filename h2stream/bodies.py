@@ -1,0 +1,144 @@
+"""Response body sources and the frame writers that move them under flow control.
+
+A body is asked for one "turn" at a time by the session's scheduler: it may emit DATA frames for
+at most ``allowed`` bytes (already the minimum of the stream window, the connection window and
+the turn quantum), and reports how many payload bytes it framed. Window accounting is the
+caller's job; a body only frames bytes and moves them through the sink.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Protocol
+
+from .stats import STATS
+
+# A DATA frame header: 24-bit length and 8-bit type (0 = DATA) packed as one 32-bit word,
+# then flags, then the stream id.
+DATA_HEADER = struct.Struct(">IBI")
+FLAG_END_STREAM = 0x1
+
+
+class FrameSink(Protocol):
+    """Where frames go, in order. Implemented by the I/O layer (and by recorders in tests)."""
+
+    writable: bool
+    use_sendfile: bool
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue bytes behind everything queued before."""
+
+    def send_file_frame(self, header: bytes, fd: int, offset: int, count: int) -> int:
+        """Send ``header`` then ``count`` bytes of ``fd`` at ``offset``; return the file bytes
+        found. Less than ``count`` means the file shrank: the sink has zero-filled the frame
+        so the connection's framing stays intact, and the stream must be reset."""
+
+
+class Body:
+    """Interface of a body source. ``remaining`` is None when the length is not known."""
+
+    __slots__ = ()
+
+    def emit(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
+        raise NotImplementedError
+
+    @property
+    def done(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def failed(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class BytesBody(Body):
+    """A body already in memory (error pages, small generated responses)."""
+
+    __slots__ = ("_pos", "_view")
+
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
+
+    @property
+    def done(self) -> bool:
+        return self._pos >= len(self._view)
+
+    def emit(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
+        view, pos = self._view, self._pos
+        end = min(len(view), pos + allowed)
+        write = sink.write
+        while pos < end:
+            n = min(max_frame, end - pos)
+            flags = FLAG_END_STREAM if pos + n == len(view) else 0
+            write(DATA_HEADER.pack(n << 8, flags, stream_id))
+            write(view[pos : pos + n])
+            pos += n
+        sent = pos - self._pos
+        self._pos = pos
+        STATS.body_bytes_copy += sent
+        return sent
+
+
+class FileBody(Body):
+    """``length`` bytes of an open file from ``offset``: zero-copy where the sink allows it.
+
+    The last frame always goes through the copy path, because only a frame whose payload was
+    read before its header was written can carry END_STREAM safely: a file that shrinks under
+    a zero-copy frame is detected too late to avoid a zero-filled frame, so the stream is then
+    reset instead of ending with a body that looks complete.
+    """
+
+    __slots__ = ("_closer", "_failed", "fd", "offset", "remaining")
+
+    def __init__(self, fd: int, offset: int, length: int, closer: object = None) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.remaining = length
+        self._failed = False
+        # Whatever owns the fd (an OpenFile); closed with the body.
+        self._closer = closer
+
+    @property
+    def done(self) -> bool:
+        return self.remaining == 0
+
+    @property
+    def failed(self) -> bool:
+        return self._failed
+
+    def close(self) -> None:
+        closer, self._closer = self._closer, None
+        if closer is not None:
+            closer.close()  # type: ignore[attr-defined]
+
+    def emit(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
+        sent = 0
+        pack = DATA_HEADER.pack
+        while sent < allowed and sink.writable:
+            remaining = self.remaining
+            n = min(max_frame, allowed - sent, remaining)
+            if n < remaining and sink.use_sendfile:
+                got = sink.send_file_frame(pack(n << 8, 0, stream_id), self.fd, self.offset, n)
+                if got < n:
+                    self._failed = True
+                    return sent + n
+            else:
+                payload = os.pread(self.fd, n, self.offset)
+                if len(payload) < n:
+                    # Nothing of this frame left yet: reset without sending it.
+                    self._failed = True
+                    return sent
+                sink.write(pack(n << 8, FLAG_END_STREAM if n == remaining else 0, stream_id))
+                sink.write(payload)
+                STATS.body_bytes_copy += n
+            self.offset += n
+            self.remaining = remaining - n
+            sent += n
+            if self.remaining == 0:
+                break
+        return sent

@@ -1,0 +1,401 @@
+"""The protocol core: one HTTP/2 connection's state, with no I/O.
+
+Bytes go in through :meth:`Session.receive`; ordered output goes out through a
+:class:`~h2stream.bodies.FrameSink` that the I/O layer implements. The session owns h2's
+connection object, turns its events into stream actions through a dispatch table, and runs the
+scheduler that hands DATA frames to the sink exactly as the peer's windows allow.
+
+Flow control is the backpressure: a stream with no window is parked (not buffered) until a
+WINDOW_UPDATE or a SETTINGS change gives it credit; a sink that cannot write stops the
+scheduler until the I/O layer calls :meth:`Session.pump` again.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.stream import StreamInputs
+from hyperframe.frame import GoAwayFrame
+
+from .bodies import Body, BytesBody, FrameSink
+from .config import Config
+from .stats import STATS
+
+log = logging.getLogger("h2stream.session")
+
+SERVER_NAME = b"h2stream"
+
+_H2_CONFIG = h2.config.H2Configuration(
+    client_side=False,
+    # Speed on what we generate: our own headers are already lowercase bytes.
+    header_encoding=None,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+    # Never trust the peer: inbound validation stays on.
+    validate_inbound_headers=True,
+    normalize_inbound_headers=True,
+)
+
+
+class StreamState:
+    """Our side of one request/response exchange (h2 keeps the protocol state)."""
+
+    __slots__ = (
+        "blocked",
+        "body",
+        "h2_stream",
+        "method",
+        "path",
+        "request_ended",
+        "started",
+        "stream_id",
+    )
+
+    def __init__(self, stream_id: int, h2_stream: Any, method: bytes, path: bytes) -> None:
+        self.stream_id = stream_id
+        self.h2_stream = h2_stream
+        self.method = method
+        self.path = path
+        self.body: Body | None = None
+        # True while parked on a zero stream window (it is then not in the ready queue).
+        self.blocked = False
+        self.request_ended = False
+        self.started = time.monotonic()
+
+
+Handler = Callable[["Session", StreamState, list[tuple[bytes, bytes]]], None]
+
+
+class _DateCache:
+    """The ``date`` header changes once a second; format it once a second."""
+
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def get(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode()
+        return self._value
+
+
+DATES = _DateCache()
+
+
+class Session:
+    """One HTTP/2 connection: h2 state, our streams, and the DATA scheduler."""
+
+    def __init__(
+        self,
+        config: Config,
+        sink: FrameSink,
+        handler: Handler,
+        on_close: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self._handler = handler
+        self._on_close = on_close
+        self.conn = h2.connection.H2Connection(config=_H2_CONFIG)
+        self.conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: config.max_concurrent_streams,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: config.max_header_list_size,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: config.initial_window_size,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: config.max_frame_size,
+            },
+        )
+        self.streams: dict[int, StreamState] = {}
+        # Streams with body bytes and stream window to send, served round-robin.
+        self._ready: collections.deque[StreamState] = collections.deque()
+        self._dispatch: dict[type, Callable[[Any], None]] = {
+            h2.events.RequestReceived: self._on_request,
+            h2.events.DataReceived: self._on_data,
+            h2.events.StreamEnded: self._on_stream_ended,
+            h2.events.StreamReset: self._on_stream_reset,
+            h2.events.WindowUpdated: self._on_window_updated,
+            h2.events.RemoteSettingsChanged: self._on_settings_changed,
+            h2.events.ConnectionTerminated: self._on_terminated,
+        }
+        self.goaway_sent = False
+        self.closed = False
+        self._last_stream_id = 0
+        # With Upgrade: h2c, stream 1's DATA waits for the client's preface (see DESIGN.md:
+        # curl drops the connection if too much arrives with the 101).
+        self._hold_data = False
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.conn.initiate_connection()
+        self._grow_connection_window()
+        self.flush()
+
+    def start_upgraded(
+        self, settings_header: bytes, method: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Take over an ``Upgrade: h2c`` request as stream 1 (RFC 7540 section 3.2)."""
+        self.conn.initiate_upgrade_connection(settings_header)
+        self._grow_connection_window()
+        self._hold_data = True
+        self.flush()
+        self._open_stream(1, headers)
+
+    def _grow_connection_window(self) -> None:
+        extra = self.config.connection_window_size - 65535
+        if extra > 0:
+            self.conn.increment_flow_control_window(extra)
+
+    # -- input ---------------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> bool:
+        """Feed bytes from the peer; afterwards the sink holds everything that must go out.
+
+        Returns :meth:`pump`'s answer: True when another scheduler turn is due.
+        """
+        if self._hold_data:
+            self._hold_data = False
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            # h2 has queued GOAWAY with the right code; send it and close.
+            log.debug("protocol error from peer: %s", exc)
+            self.flush()
+            self._close()
+            return False
+        dispatch = self._dispatch
+        for event in events:
+            fn = dispatch.get(type(event))
+            if fn is not None:
+                fn(event)
+        return self.pump()
+
+    def _on_request(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        if self.goaway_sent and stream_id > self._last_stream_id:
+            # Streams opened after our GOAWAY are refused: the client may retry them elsewhere.
+            self.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        self._last_stream_id = max(self._last_stream_id, stream_id)
+        headers = event.headers or []
+        stream = self._open_stream(stream_id, headers)
+        if event.stream_ended is not None and stream is not None:
+            stream.request_ended = True
+
+    def _open_stream(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> StreamState | None:
+        method = path = b""
+        for name, value in headers:
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif not name.startswith(b":"):
+                break
+        stream = StreamState(stream_id, self.conn.streams[stream_id], method, path)
+        self.streams[stream_id] = stream
+        STATS.streams_active += 1
+        STATS.streams_total += 1
+        self._handler(self, stream, headers)
+        return stream
+
+    def _on_data(self, event: h2.events.DataReceived) -> None:
+        # Request bodies nobody consumes are drained: their credit goes straight back.
+        if event.flow_controlled_length:
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+
+    def _on_stream_ended(self, event: h2.events.StreamEnded) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.request_ended = True
+
+    def _on_stream_reset(self, event: h2.events.StreamReset) -> None:
+        STATS.rst_received += 1
+        self._forget(event.stream_id)
+
+    def _on_window_updated(self, event: h2.events.WindowUpdated) -> None:
+        if event.stream_id == 0:
+            return  # Parked-on-connection streams stay in the ready queue; pump() runs next.
+        stream = self.streams.get(event.stream_id)
+        if stream is not None and stream.blocked:
+            stream.blocked = False
+            self._ready.append(stream)
+
+    def _on_settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
+        if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+            # h2 has moved every stream's window by the delta: wake those with credit now.
+            for stream in self.streams.values():
+                if stream.blocked and stream.h2_stream.outbound_flow_control_window > 0:
+                    stream.blocked = False
+                    self._ready.append(stream)
+
+    def _on_terminated(self, event: h2.events.ConnectionTerminated) -> None:
+        # h2 refuses to send anything after a GOAWAY from the peer: finish now.
+        log.debug("peer sent GOAWAY code=%s", event.error_code)
+        self._close()
+
+    # -- responses -----------------------------------------------------------------------
+
+    def respond(
+        self,
+        stream: StreamState,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: Body | None,
+    ) -> None:
+        """Send response headers; a non-empty body is scheduled under flow control."""
+        block = [
+            (b":status", _STATUS_BYTES.get(status) or str(status).encode()),
+            *headers,
+            (b"date", DATES.get()),
+            (b"server", SERVER_NAME),
+        ]
+        end = body is None or body.done
+        self.conn.send_headers(stream.stream_id, block, end_stream=end)
+        if end:
+            if body is not None:
+                body.close()
+            self._finish(stream)
+            return
+        stream.body = body
+        self._ready.append(stream)
+
+    def respond_bytes(
+        self,
+        stream: StreamState,
+        status: int,
+        body: bytes,
+        content_type: bytes = b"text/plain; charset=utf-8",
+        extra: list[tuple[bytes, bytes]] | None = None,
+        head: bool = False,
+    ) -> None:
+        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+        if extra:
+            headers.extend(extra)
+        self.respond(stream, status, headers, None if head or not body else BytesBody(body))
+
+    def reset(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
+        try:
+            self.conn.reset_stream(stream_id, code)
+        except h2.exceptions.StreamClosedError:
+            pass
+        STATS.rst_sent += 1
+        self._forget(stream_id)
+
+    # -- output --------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Move whatever h2 has queued (control frames, HEADERS) into the sink, in order."""
+        if self.conn._data_to_send:  # private, but avoids a bytes copy per call when empty
+            self.sink.write(self.conn.data_to_send())
+
+    def pump(self) -> bool:
+        """Hand the sink DATA frames while windows, the sink and the turn quantum allow.
+
+        Returns True when it stopped only because the quantum ran out (the caller should
+        schedule another turn after letting the event loop read).
+        """
+        self.flush()
+        ready = self._ready
+        if not ready or self._hold_data:
+            return False
+        sink = self.sink
+        conn = self.conn
+        max_frame = min(conn.max_outbound_frame_size, self.config.max_send_frame_size)
+        budget = self.config.write_quantum
+        turn = self.config.stream_turn_bytes
+        while ready and sink.writable and budget > 0:
+            conn_window = conn.outbound_flow_control_window
+            if conn_window <= 0:
+                return False
+            stream = ready.popleft()
+            body = stream.body
+            if body is None:
+                continue  # finished or reset while queued: dropped lazily, no O(n) removal
+            h2_stream = stream.h2_stream
+            allowed = min(h2_stream.outbound_flow_control_window, conn_window, turn)
+            sent = body.emit(sink, stream.stream_id, allowed, max_frame) if allowed > 0 else 0
+            h2_stream.outbound_flow_control_window -= sent
+            conn.outbound_flow_control_window -= sent
+            budget -= sent
+            if body.failed:
+                # The source broke mid-body (file shrank): never end it as if complete.
+                log.warning("stream %d: body source failed, resetting", stream.stream_id)
+                self.reset(stream.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+                self.flush()
+            elif body.done:
+                h2_stream.state_machine.process_input(StreamInputs.SEND_DATA)
+                h2_stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+                self._finish(stream)
+            elif h2_stream.outbound_flow_control_window <= 0:
+                stream.blocked = True
+                STATS.flow_control_stalls += 1
+            else:
+                ready.append(stream)
+        return budget <= 0 and bool(ready)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _finish(self, stream: StreamState) -> None:
+        """Our side of the stream is complete."""
+        self._forget(stream.stream_id)
+        if self.goaway_sent and not self.streams:
+            self._close()
+
+    def _forget(self, stream_id: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is None:
+            return
+        STATS.streams_active -= 1
+        if stream.body is not None:
+            stream.body.close()
+            stream.body = None
+
+    def shutdown(self) -> None:
+        """Graceful close: GOAWAY(NO_ERROR) naming the last stream we will answer.
+
+        The frame is written by hand: after h2's own close_connection() it refuses to send
+        DATA, and in-flight streams must still finish.
+        """
+        if self.goaway_sent or self.closed:
+            return
+        self.goaway_sent = True
+        STATS.goaway_sent += 1
+        self.flush()
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self.conn.highest_inbound_stream_id
+        frame.error_code = h2.errors.ErrorCodes.NO_ERROR
+        self._last_stream_id = frame.last_stream_id
+        self.sink.write(frame.serialize())
+        if not self.streams:
+            self._close()
+
+    def _close(self) -> None:
+        self.flush()
+        if not self.closed:
+            self.closed = True
+            self._on_close()
+
+    def connection_lost(self) -> None:
+        """The transport is gone: release every stream's resources."""
+        self.closed = True
+        for stream_id in list(self.streams):
+            self._forget(stream_id)
+        self._ready.clear()
+
+
+_STATUS_BYTES = {code: str(code).encode() for code in range(100, 600)}
