@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_tz
+from typing import NamedTuple
 
 ALLOW: tuple[bytes, bytes] = (b"allow", b"GET, HEAD")
 
@@ -75,9 +76,6 @@ _SINGLE_FIELDS = frozenset(
 _PLAN_FIELDS = _LIST_FIELDS | _SINGLE_FIELDS
 # Larger than any file; longer digit strings are clamped to it instead of parsed.
 _HUGE = 10**18
-
-# A resolved target: the symlink-free real path and the content type the request name implies.
-_Target = tuple[str, str]
 
 
 def allow_header() -> tuple[bytes, bytes]:
@@ -133,6 +131,21 @@ class OpenFile:
         self.close()
 
 
+class _Target(NamedTuple):
+    """A cached resolution: where the path led, and which file the kernel said was there.
+
+    ``dev``/``ino``/``ctime_ns`` identify the file that was opened and proven inside ROOT.
+    A later open of ``real`` that yields the same identity is that same file, not renamed or
+    relinked since (either changes ctime), so it needs no second /proc check.
+    """
+
+    real: str
+    content_type: str
+    dev: int
+    ino: int
+    ctime_ns: int
+
+
 class FileRoot:
     """The directory tree being served, with the caches that keep ``open`` to a few syscalls."""
 
@@ -173,25 +186,62 @@ class FileRoot:
             target = entry[1]
             if isinstance(target, int):
                 return target
-            opened = self._open_target(target)
-            if not isinstance(opened, int):
+            opened = self._reopen(target)
+            if opened is not None:
                 return opened
             # The tree changed under the cached decision (rename, symlink swap): decide afresh.
-        target = self._resolve(path)
+        return self._open_fresh(path, now)
+
+    def _reopen(self, target: _Target) -> OpenFile | None:
+        """The fast path: open the cached real path and accept only the file proven before."""
+        opened = _open_stat(target.real)
+        if isinstance(opened, int):
+            return None
+        fd, st = opened
+        if (
+            st.st_ino == target.ino
+            and st.st_dev == target.dev
+            and st.st_ctime_ns == target.ctime_ns
+            # An inode number can be reused by a file of another type once freed.
+            and stat.S_ISREG(st.st_mode)
+        ):
+            return self._wrap(fd, st, target.content_type)
+        os.close(fd)
+        return None
+
+    def _open_fresh(self, path: bytes, now: float) -> OpenFile | int:
+        """The slow path: resolve, open, prove the fd inside ROOT, and cache the outcome."""
+        resolved = self._resolve(path)
+        if isinstance(resolved, int):
+            self._remember(path, resolved, now)
+            return resolved
+        real, content_type = resolved
+        opened = _open_stat(real)
+        if isinstance(opened, int):
+            self._remember(path, opened, now)
+            return opened
+        fd, st = opened
+        if not (stat.S_ISREG(st.st_mode) and self._fd_inside(fd)):
+            os.close(fd)
+            self._remember(path, 404, now)
+            return 404
+        target = _Target(real, content_type, st.st_dev, st.st_ino, st.st_ctime_ns)
         self._remember(path, target, now)
-        if isinstance(target, int):
-            return target
-        return self._open_target(target)
+        return self._wrap(fd, st, content_type)
 
     def _remember(self, path: bytes, target: _Target | int, now: float) -> None:
-        if len(path) > _CACHEABLE_PATH:
+        # A 503 (out of fds) is our momentary state, not a fact about the path.
+        if len(path) > _CACHEABLE_PATH or (isinstance(target, int) and target >= 500):
             return
         if len(self._paths) >= _CACHE_MAX:
             self._paths.clear()
         self._paths[path] = (now + self._ttl, target)
 
-    def _resolve(self, path: bytes) -> _Target | int:
-        """Decide which real file ``path`` names, checking every step stays inside ROOT."""
+    def _resolve(self, path: bytes) -> tuple[str, str] | int:
+        """Decide which real file ``path`` names, checking every step stays inside ROOT.
+
+        Returns the symlink-free path and the content type the request name implies.
+        """
         text = _decode_path(path)
         if isinstance(text, int):
             return text
@@ -211,6 +261,7 @@ class FileRoot:
             # it is a regular file is checked on the opened fd.
             index = self._realpath_inside(os.path.join(real, self._index))
             return 404 if index is None else (index, content_type_for(self._index))
+        # Refusing FIFOs and devices here means they are not even opened.
         if want_dir or not stat.S_ISREG(mode):
             return 404
         return real, content_type_for(parts[-1])
@@ -222,27 +273,11 @@ class FileRoot:
             return None
         return real if real.startswith(self._prefix) or real == self.root else None
 
-    def _open_target(self, target: _Target) -> OpenFile | int:
-        real, content_type = target
-        try:
-            fd = os.open(real, _OPEN_FLAGS)
-        except OSError as exc:
-            return _status_for(exc)
-        try:
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and self._fd_inside(fd):
-                return self._wrap(fd, st, content_type)
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-        return 404
-
     def _fd_inside(self, fd: int) -> bool:
         """Whether the kernel's own name for the opened file lies inside ROOT.
 
-        The resolution was checked when it was cached, but a directory on the way may since
-        have been swapped for a symlink out of ROOT; only the opened fd tells the truth.
+        ``_resolve`` checked the path, but a directory on the way may have been swapped for a
+        symlink out of ROOT before the open; only the opened fd tells the truth.
         """
         if not self._proc_fd:
             return True
@@ -253,23 +288,42 @@ class FileRoot:
         return where.startswith(self._prefix)
 
     def _wrap(self, fd: int, st: os.stat_result, content_type: str) -> OpenFile:
-        # Keyed by what the validators are computed from, so an entry can never go stale.
-        key = (st.st_ino, st.st_size, st.st_mtime_ns)
-        validators = self._meta.get(key)
-        if validators is None:
-            if len(self._meta) >= _CACHE_MAX:
-                self._meta.clear()
-            validators = self._meta[key] = _validators(st)
-        return OpenFile(fd, st.st_size, st.st_mtime, validators[0], validators[1], content_type)
+        """Hand ``fd`` to an OpenFile; closes it if that fails, so it never leaks."""
+        try:
+            # Keyed by what the validators are computed from, so an entry can never go stale.
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+            validators = self._meta.get(key)
+            if validators is None:
+                if len(self._meta) >= _CACHE_MAX:
+                    self._meta.clear()
+                validators = self._meta[key] = _validators(st)
+            etag, last_modified = validators
+            return OpenFile(fd, st.st_size, st.st_mtime, etag, last_modified, content_type)
+        except BaseException:
+            os.close(fd)
+            raise
+
+
+def _open_stat(real: str) -> tuple[int, os.stat_result] | int:
+    """``os.open`` and ``os.fstat`` of ``real``, or the status its failure means."""
+    try:
+        fd = os.open(real, _OPEN_FLAGS)
+    except OSError as exc:
+        return _status_for(exc)
+    try:
+        return fd, os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _strip_query(raw: bytes) -> bytes:
     # Query and fragment never name a file. Dropping them before the cache lookup also keeps
     # cache-busting queries (?v=123) from evicting everyone else's entries.
-    for separator in (b"?", b"#"):
-        cut = raw.find(separator)
-        if cut >= 0:
-            raw = raw[:cut]
+    if b"?" in raw:
+        raw = raw[: raw.index(b"?")]
+    if b"#" in raw:
+        raw = raw[: raw.index(b"#")]
     return raw
 
 
@@ -564,7 +618,7 @@ def _digits(text: bytes) -> int:
     # Clamped rather than parsed: a thousand-digit position must cost nothing and cannot
     # overflow int-from-string limits.
     significant = text.lstrip(b"0")
-    return int(significant) if len(significant) <= 18 else _HUGE
+    return int(significant or b"0") if len(significant) <= 18 else _HUGE
 
 
 def _satisfiable_span(spec: tuple[int | None, int | None], size: int) -> tuple[int, int] | None:

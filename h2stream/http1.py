@@ -23,7 +23,9 @@ _HOP_BY_HOP = frozenset(
         b"host",
     }
 )
-_TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN_CHARS = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
 
 
 class BadRequest(Exception):
@@ -110,7 +112,9 @@ def upgraded_headers(request: Http1Request) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-SWITCHING_PROTOCOLS = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+SWITCHING_PROTOCOLS = (
+    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+)
 
 
 def error_response(status: int, reason: str, message: str) -> bytes:

@@ -70,7 +70,8 @@ class Server:
                 scheme = "https" if tls else "http"
                 self.addresses.append((scheme, host, port))
                 shown = f"[{host}]" if ":" in host else host
-                line = f"h2stream listening on {scheme}://{shown}:{port} ({'h2 over TLS' if tls else 'h2c'})"
+                kind = "h2 over TLS" if tls else "h2c"
+                line = f"h2stream listening on {scheme}://{shown}:{port} ({kind})"
                 (announce or _print_line)(line)
 
     async def close_listeners(self) -> None:
@@ -122,7 +123,7 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
             if kind == "uvloop":
                 raise StartupError("--loop uvloop: uvloop is not installed") from None
         else:
-            return uvloop.new_event_loop()  # type: ignore[no-any-return]
+            return uvloop.new_event_loop()
     return asyncio.new_event_loop()
 
 

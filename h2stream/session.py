@@ -13,7 +13,9 @@ scheduler until the I/O layer calls :meth:`Session.pump` again.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,16 +26,22 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from h2.connection import ConnectionInputs
 from h2.stream import StreamInputs
 from hyperframe.frame import GoAwayFrame
 
 from .bodies import Body, BytesBody, FrameSink
 from .config import Config
+from .h2conn import ResponseHeaderEncoder, ServerConnection
 from .stats import STATS
 
 log = logging.getLogger("h2stream.session")
 
 SERVER_NAME = b"h2stream"
+# A HEADERS frame header: length and type 0x1 packed as one word, flags, stream id.
+_HEADERS_FRAME = struct.Struct(">IBI")
+_END_STREAM = 0x1
+_END_HEADERS = 0x4
 
 _H2_CONFIG = h2.config.H2Configuration(
     client_side=False,
@@ -110,7 +118,8 @@ class Session:
         self.sink = sink
         self._handler = handler
         self._on_close = on_close
-        self.conn = h2.connection.H2Connection(config=_H2_CONFIG)
+        self.conn = ServerConnection(config=_H2_CONFIG)
+        self._headers = ResponseHeaderEncoder(self.conn.encoder)
         self.conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -197,7 +206,17 @@ class Session:
         if event.stream_ended is not None and stream is not None:
             stream.request_ended = True
 
-    def _open_stream(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> StreamState | None:
+    def _open_stream(
+        self, stream_id: int, headers: list[tuple[bytes, bytes]]
+    ) -> StreamState | None:
+        h2_stream = self.conn.streams.get(stream_id)
+        if h2_stream is None or h2_stream.closed:
+            # Reset by the peer in the same read that opened it: never dispatched.
+            return None
+        if len(self.streams) >= self.config.max_concurrent_streams:
+            # RFC 9113 section 5.1.2: refuse the stream, keep the connection.
+            self.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return None
         method = path = b""
         for name, value in headers:
             if name == b":method":
@@ -206,7 +225,7 @@ class Session:
                 path = value
             elif not name.startswith(b":"):
                 break
-        stream = StreamState(stream_id, self.conn.streams[stream_id], method, path)
+        stream = StreamState(stream_id, h2_stream, method, path)
         self.streams[stream_id] = stream
         STATS.streams_active += 1
         STATS.streams_total += 1
@@ -258,14 +277,22 @@ class Session:
         body: Body | None,
     ) -> None:
         """Send response headers; a non-empty body is scheduled under flow control."""
-        block = [
+        fields = [
             (b":status", _STATUS_BYTES.get(status) or str(status).encode()),
             *headers,
             (b"date", DATES.get()),
             (b"server", SERVER_NAME),
         ]
         end = body is None or body.done
-        self.conn.send_headers(stream.stream_id, block, end_stream=end)
+        try:
+            self._send_headers(stream, fields, end)
+        except h2.exceptions.ProtocolError as exc:
+            # The stream was closed under us (reset by the peer): nothing to answer.
+            log.debug("stream %d: cannot send headers: %s", stream.stream_id, exc)
+            if body is not None:
+                body.close()
+            self._forget(stream.stream_id)
+            return
         if end:
             if body is not None:
                 body.close()
@@ -273,6 +300,26 @@ class Session:
             return
         stream.body = body
         self._ready.append(stream)
+
+    def _send_headers(
+        self, stream: StreamState, fields: list[tuple[bytes, bytes]], end: bool
+    ) -> None:
+        """h2's send_headers without its HPACK encoder: same state transitions, our block."""
+        block = self._headers.encode(fields)
+        conn = self.conn
+        if len(block) + 16 > conn.max_outbound_frame_size:
+            # Needs CONTINUATION frames: rare enough to leave to h2.
+            conn.send_headers(stream.stream_id, fields, end_stream=end)
+            return
+        machine = stream.h2_stream.state_machine
+        machine.process_input(StreamInputs.SEND_HEADERS)
+        conn.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        if end:
+            machine.process_input(StreamInputs.SEND_END_STREAM)
+        block = self._headers.table_update() + block
+        flags = _END_HEADERS | _END_STREAM if end else _END_HEADERS
+        self.flush()
+        self.sink.write(_HEADERS_FRAME.pack(len(block) << 8 | 0x1, flags, stream.stream_id) + block)
 
     def respond_bytes(
         self,
@@ -289,10 +336,8 @@ class Session:
         self.respond(stream, status, headers, None if head or not body else BytesBody(body))
 
     def reset(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
-        try:
+        with contextlib.suppress(h2.exceptions.StreamClosedError):
             self.conn.reset_stream(stream_id, code)
-        except h2.exceptions.StreamClosedError:
-            pass
         STATS.rst_sent += 1
         self._forget(stream_id)
 
@@ -361,6 +406,7 @@ class Session:
         if stream is None:
             return
         STATS.streams_active -= 1
+        self.conn.stream_finished()
         if stream.body is not None:
             stream.body.close()
             stream.body = None

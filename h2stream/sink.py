@@ -26,7 +26,15 @@ _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 class TransportSink:
     """Implements :class:`h2stream.bodies.FrameSink` on an asyncio/uvloop transport."""
 
-    __slots__ = ("_parts", "_pending", "_sock", "_sock_fd", "_transport", "use_sendfile", "writable")
+    __slots__ = (
+        "_parts",
+        "_pending",
+        "_sock",
+        "_sock_fd",
+        "_transport",
+        "use_sendfile",
+        "writable",
+    )
 
     def __init__(self, transport: asyncio.Transport, raw_socket: socket.socket | None) -> None:
         self._transport = transport

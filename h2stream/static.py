@@ -20,7 +20,9 @@ class StaticFiles:
     def __init__(self, root: str) -> None:
         self.root = FileRoot(root)
 
-    def __call__(self, session: Session, stream: StreamState, headers: list[tuple[bytes, bytes]]) -> None:
+    def __call__(
+        self, session: Session, stream: StreamState, headers: list[tuple[bytes, bytes]]
+    ) -> None:
         method = stream.method
         head = method == b"HEAD"
         if method != b"GET" and not head:
@@ -39,4 +41,6 @@ class StaticFiles:
             opened.close()
             session.respond(stream, plan.status, plan.headers, None)
             return
-        session.respond(stream, plan.status, plan.headers, FileBody(opened.fd, plan.offset, plan.length, opened))
+        session.respond(
+            stream, plan.status, plan.headers, FileBody(opened.fd, plan.offset, plan.length, opened)
+        )

@@ -20,6 +20,18 @@ class Stats:
         "streams_total",
     )
 
+    body_bytes_copy: int
+    body_bytes_sendfile: int
+    connections_accepted: int
+    connections_active: int
+    flow_control_stall_seconds: float
+    flow_control_stalls: int
+    goaway_sent: int
+    rst_received: int
+    rst_sent: int
+    streams_active: int
+    streams_total: int
+
     def __init__(self) -> None:
         for name in self.__slots__:
             setattr(self, name, 0)

@@ -31,7 +31,9 @@ def server_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     except FileNotFoundError as exc:
         raise TLSError(f"cannot read certificate or key: {exc.filename}: no such file") from exc
     except PermissionError as exc:
-        raise TLSError(f"cannot read certificate or key: {exc.filename}: permission denied") from exc
+        raise TLSError(
+            f"cannot read certificate or key: {exc.filename}: permission denied"
+        ) from exc
     except (ssl.SSLError, OSError) as exc:
         raise TLSError(f"cannot load certificate {certfile} with key {keyfile}: {exc}") from exc
     return context
