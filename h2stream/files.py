@@ -33,7 +33,8 @@ ALLOW: tuple[bytes, bytes] = (b"allow", b"GET, HEAD")
 _CACHE_MAX = 4096
 # Raw paths longer than this are resolved every time, so the cache holds at most ~4 MiB.
 _CACHEABLE_PATH = 1024
-# Linux PATH_MAX: even fully percent-encoded, a longer raw path cannot name a file.
+# Linux PATH_MAX. A raw path over three times this (every byte percent-encoded) could only
+# name a file through piles of dot segments or slashes, which no honest client sends.
 _PATH_MAX = 4096
 # O_NOFOLLOW: the cached resolution is symlink-free, so a symlink now in the final place was
 # swapped in since. O_NONBLOCK: opening a FIFO must not block the event loop (it is ignored
