@@ -8,6 +8,7 @@ caller's job; a body only frames bytes and moves them through the sink.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 from typing import Protocol
@@ -36,16 +37,27 @@ class FrameSink(Protocol):
 
 
 class Body:
-    """Interface of a body source. ``remaining`` is None when the length is not known."""
+    """Interface of a body source, asked for frames by the session's scheduler."""
 
     __slots__ = ()
+    # "sendfile" or "copy": how this body's bytes leave, for logs and metrics.
+    mode = "copy"
+    # Trailing header fields sent (with END_STREAM) once the body is done, if any.
+    trailers: list[tuple[bytes, bytes]] | None = None
 
     def emit(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
+        """Frame at most ``allowed`` payload bytes; return how many were framed."""
         raise NotImplementedError
 
     @property
     def done(self) -> bool:
+        """Everything sent, END_STREAM included (or left to trailers)."""
         raise NotImplementedError
+
+    @property
+    def ready(self) -> bool:
+        """Has something to send now (False while a producer has not handed over more)."""
+        return True
 
     @property
     def failed(self) -> bool:
@@ -84,6 +96,86 @@ class BytesBody(Body):
         return sent
 
 
+class ChunkBody(Body):
+    """Chunks handed over one at a time by a producer that awaits each chunk's framing.
+
+    The producer's await on :meth:`put` is the producer pause: its future resolves only when
+    the last byte of the chunk has been framed under the peer's windows, so at most one chunk
+    per stream is ever held.
+    """
+
+    __slots__ = ("_end", "_ended", "_pos", "_view", "_waiter", "trailers")
+
+    def __init__(self) -> None:
+        self._view: memoryview | None = None
+        self._pos = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._end = False
+        self._ended = False
+        self.trailers = None
+
+    @property
+    def done(self) -> bool:
+        return self._ended
+
+    @property
+    def ready(self) -> bool:
+        return self._view is not None
+
+    def put(
+        self,
+        data: bytes | bytearray | memoryview,
+        waiter: asyncio.Future[None],
+        end: bool,
+        trailers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        if self._view is not None or self._ended:
+            raise RuntimeError("send() while the previous chunk is still in flight")
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+        self._waiter = waiter
+        self._end = end
+        self.trailers = trailers
+
+    def emit(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
+        view = self._view
+        if view is None:
+            return 0
+        pos = self._pos
+        size = len(view)
+        end = min(size, pos + allowed)
+        write = sink.write
+        # END_STREAM rides on the last DATA frame unless trailers will carry it.
+        end_flag = FLAG_END_STREAM if self._end and self.trailers is None else 0
+        while pos < end:
+            n = min(max_frame, end - pos)
+            write(DATA_HEADER.pack(n << 8, end_flag if pos + n == size else 0, stream_id))
+            write(view[pos : pos + n])
+            pos += n
+        if size == 0 and end_flag:
+            write(DATA_HEADER.pack(0, end_flag, stream_id))  # an empty final chunk
+        sent = pos - self._pos
+        self._pos = pos
+        STATS.body_bytes_copy += sent
+        if pos >= size:
+            self._view = None
+            self._ended = self._end
+            self._resolve(None)
+        return sent
+
+    def _resolve(self, error: BaseException | None) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
+    def close(self) -> None:
+        self._view = None
+        self._resolve(ConnectionResetError("stream closed before the chunk was sent"))
+
+
 class FileBody(Body):
     """``length`` bytes of an open file from ``offset``: zero-copy where the sink allows it.
 
@@ -93,9 +185,10 @@ class FileBody(Body):
     reset instead of ending with a body that looks complete.
     """
 
-    __slots__ = ("_closer", "_failed", "fd", "offset", "remaining")
+    __slots__ = ("_closer", "_failed", "fd", "mode", "offset", "remaining")
 
     def __init__(self, fd: int, offset: int, length: int, closer: object = None) -> None:
+        self.mode = "copy"
         self.fd = fd
         self.offset = offset
         self.remaining = length
@@ -123,6 +216,7 @@ class FileBody(Body):
             remaining = self.remaining
             n = min(max_frame, allowed - sent, remaining)
             if n < remaining and sink.use_sendfile:
+                self.mode = "sendfile"
                 got = sink.send_file_frame(pack(n << 8, 0, stream_id), self.fd, self.offset, n)
                 if got < n:
                     self._failed = True

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .app import App
 from .config import DEFAULT_BIND, Config, parse_bind
 from .server import StartupError, run
+from .session import Handler
+from .static import StaticFiles
 from .tls import TLSError
 
 _DEFAULTS = Config()
@@ -43,7 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"h2stream {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="serve a directory over HTTP/2")
-    serve.add_argument("root", nargs="?", default=".", help="directory to serve (default: .)")
+    serve.add_argument(
+        "root",
+        nargs="?",
+        default=None,
+        help="directory to serve (default: . ; with --app, only when given)",
+    )
+    serve.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="serve an h2stream.App; unmatched paths fall through to ROOT when it is given",
+    )
     serve.add_argument(
         "--bind",
         action="append",
@@ -83,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Validate what the parser could not; raise ValueError with the user-facing message."""
-    root = args.root
+    root = args.root if args.root is not None else "."
     if not os.path.isdir(root):
         raise ValueError(f"root {root!r} is not a directory")
     binds = tuple(parse_bind(text) for text in (args.bind or [DEFAULT_BIND]))
@@ -105,6 +119,35 @@ def config_from_args(args: argparse.Namespace) -> Config:
     )
 
 
+def load_app(spec: str) -> App:
+    """Import ``module:attr`` (the current directory is importable, as with uvicorn)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"--app {spec!r}: expected MODULE:ATTR")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"--app {spec!r}: cannot import {module_name}: {exc}") from exc
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise ValueError(f"--app {spec!r}: {attr} is not an h2stream.App")
+    return app
+
+
+def build_handler(config: Config, app_spec: str | None, serve_root: bool) -> Handler:
+    """The session handler: an App (with the directory behind it), or just the directory."""
+    static = StaticFiles(config.root) if serve_root else None
+    if app_spec is None:
+        assert static is not None
+        return static  # no routes: no per-request route lookup either
+    app = load_app(app_spec)
+    if static is not None and app.fallback is None:
+        app.fallback = static
+    return app
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -115,10 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from .static import StaticFiles
-
     try:
-        handler = StaticFiles(config.root)
+        handler = build_handler(
+            config, args.app, serve_root=args.app is None or args.root is not None
+        )
         return run(config, handler)
     except (StartupError, TLSError, ValueError) as exc:
         print(f"h2stream: error: {exc}", file=sys.stderr)

@@ -101,7 +101,14 @@ class H2Protocol(asyncio.Protocol):
 
     def _start_session(self) -> Session:
         assert self._sink is not None
-        self.session = Session(self._server.config, self._sink, self._handler, self._close)
+        self.session = Session(
+            self._server.config,
+            self._sink,
+            self._handler,
+            self._close,
+            wake=self.schedule_pump,
+            on_stream_end=self._server.on_stream_end,
+        )
         if self._server.draining:
             self.session.goaway_sent = True
         return self.session

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .config import Config
-from .session import Handler
+from .session import Handler, StreamObserver
 from .tls import make_self_signed, server_context
 
 if TYPE_CHECKING:
@@ -34,6 +34,8 @@ class Server:
         self._listeners: list[asyncio.Server] = []
         self._stopped: asyncio.Event | None = None
         self.addresses: list[tuple[str, str, int]] = []  # (scheme, host, port) once listening
+        # Called as each stream ends (access log, metrics); None costs nothing.
+        self.on_stream_end: StreamObserver | None = None
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         config = self.config

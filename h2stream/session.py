@@ -12,13 +12,14 @@ scheduler until the I/O layer calls :meth:`Session.pump` again.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import logging
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import h2.config
 import h2.connection
@@ -56,32 +57,78 @@ _H2_CONFIG = h2.config.H2Configuration(
 
 
 class StreamState:
-    """Our side of one request/response exchange (h2 keeps the protocol state)."""
+    """Our side of one request/response exchange (h2 keeps the protocol state).
+
+    Besides scheduling state it records what logs and metrics report when the stream ends:
+    status, body bytes actually framed, how they left, and a reset code if any.
+    """
 
     __slots__ = (
         "blocked",
         "body",
+        "bytes_sent",
+        "first_byte_at",
         "h2_stream",
+        "headers",
         "method",
+        "mode",
         "path",
+        "queued",
+        "request_body",
         "request_ended",
+        "request_id",
+        "reset_by_peer",
+        "reset_code",
         "started",
+        "status",
         "stream_id",
+        "task",
     )
 
-    def __init__(self, stream_id: int, h2_stream: Any, method: bytes, path: bytes) -> None:
+    def __init__(
+        self,
+        stream_id: int,
+        h2_stream: Any,
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
         self.stream_id = stream_id
         self.h2_stream = h2_stream
         self.method = method
         self.path = path
+        # The request's header list as h2 decoded it (kept by reference, not copied).
+        self.headers = headers
         self.body: Body | None = None
-        # True while parked on a zero stream window (it is then not in the ready queue).
+        # In the ready queue right now (appended once, popped once).
+        self.queued = False
+        # Parked on a zero stream window: the next WINDOW_UPDATE or SETTINGS wakes it.
         self.blocked = False
         self.request_ended = False
+        # Set by an application that reads the request body (else DATA is drained).
+        self.request_body: RequestBodySink | None = None
+        # The application's task serving this stream, cancelled if the stream dies.
+        self.task: asyncio.Task[None] | None = None
+        self.request_id = ""
+        self.status = 0
+        self.bytes_sent = 0
+        self.mode = ""
+        self.reset_code: int | None = None
+        self.reset_by_peer = False
         self.started = time.monotonic()
+        self.first_byte_at = 0.0
+
+
+class RequestBodySink(Protocol):
+    """Where an application's request body reader takes DATA (see :mod:`h2stream.app`)."""
+
+    def feed(self, data: bytes, flow_controlled_length: int) -> None: ...
+
+    def end(self, error: BaseException | None = None) -> None: ...
 
 
 Handler = Callable[["Session", StreamState, list[tuple[bytes, bytes]]], None]
+StreamObserver = Callable[["Session", StreamState], None]
 
 
 class _DateCache:
@@ -113,11 +160,16 @@ class Session:
         sink: FrameSink,
         handler: Handler,
         on_close: Callable[[], None],
+        wake: Callable[[], None] | None = None,
+        on_stream_end: StreamObserver | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
         self._handler = handler
         self._on_close = on_close
+        # Asks the I/O layer for a pump() soon: used when output appears outside receive().
+        self.wake = wake or (lambda: None)
+        self._on_stream_end = on_stream_end
         self.conn = ServerConnection(config=_H2_CONFIG)
         self._headers = ResponseHeaderEncoder(self.conn.encoder)
         self.conn.local_settings = h2.settings.Settings(
@@ -225,7 +277,7 @@ class Session:
                 path = value
             elif not name.startswith(b":"):
                 break
-        stream = StreamState(stream_id, h2_stream, method, path)
+        stream = StreamState(stream_id, h2_stream, method, path, headers)
         self.streams[stream_id] = stream
         STATS.streams_active += 1
         STATS.streams_total += 1
@@ -233,17 +285,36 @@ class Session:
         return stream
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
-        # Request bodies nobody consumes are drained: their credit goes straight back.
-        if event.flow_controlled_length:
+        stream = self.streams.get(event.stream_id)
+        reader = stream.request_body if stream is not None else None
+        if reader is not None:
+            # Credit returns only as the application consumes (see return_credit).
+            reader.feed(event.data, event.flow_controlled_length)
+        elif event.flow_controlled_length:
+            # Request bodies nobody consumes are drained: their credit goes straight back.
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+
+    def return_credit(self, stream_id: int, length: int) -> None:
+        """The application consumed ``length`` flow-controlled bytes of a request body."""
+        if length and not self.closed:
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self.conn.acknowledge_received_data(length, stream_id)
+            if self.conn._data_to_send:
+                self.wake()
 
     def _on_stream_ended(self, event: h2.events.StreamEnded) -> None:
         stream = self.streams.get(event.stream_id)
         if stream is not None:
             stream.request_ended = True
+            if stream.request_body is not None:
+                stream.request_body.end()
 
     def _on_stream_reset(self, event: h2.events.StreamReset) -> None:
         STATS.rst_received += 1
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.reset_code = int(event.error_code)
+            stream.reset_by_peer = True
         self._forget(event.stream_id)
 
     def _on_window_updated(self, event: h2.events.WindowUpdated) -> None:
@@ -252,7 +323,7 @@ class Session:
         stream = self.streams.get(event.stream_id)
         if stream is not None and stream.blocked:
             stream.blocked = False
-            self._ready.append(stream)
+            self.schedule(stream)
 
     def _on_settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
         if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
@@ -260,7 +331,7 @@ class Session:
             for stream in self.streams.values():
                 if stream.blocked and stream.h2_stream.outbound_flow_control_window > 0:
                     stream.blocked = False
-                    self._ready.append(stream)
+                    self.schedule(stream)
 
     def _on_terminated(self, event: h2.events.ConnectionTerminated) -> None:
         # h2 refuses to send anything after a GOAWAY from the peer: finish now.
@@ -277,6 +348,7 @@ class Session:
         body: Body | None,
     ) -> None:
         """Send response headers; a non-empty body is scheduled under flow control."""
+        stream.status = status
         fields = [
             (b":status", _STATUS_BYTES.get(status) or str(status).encode()),
             *headers,
@@ -298,7 +370,16 @@ class Session:
                 body.close()
             self._finish(stream)
             return
+        assert body is not None
         stream.body = body
+        self.schedule(stream)
+
+    def schedule(self, stream: StreamState) -> None:
+        """Queue a stream whose body has something to send (idempotent)."""
+        body = stream.body
+        if stream.queued or stream.blocked or body is None or not body.ready:
+            return
+        stream.queued = True
         self._ready.append(stream)
 
     def _send_headers(
@@ -339,6 +420,9 @@ class Session:
         with contextlib.suppress(h2.exceptions.StreamClosedError):
             self.conn.reset_stream(stream_id, code)
         STATS.rst_sent += 1
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.reset_code = int(code)
         self._forget(stream_id)
 
     # -- output --------------------------------------------------------------------------
@@ -368,30 +452,48 @@ class Session:
             if conn_window <= 0:
                 return False
             stream = ready.popleft()
+            stream.queued = False
             body = stream.body
             if body is None:
                 continue  # finished or reset while queued: dropped lazily, no O(n) removal
             h2_stream = stream.h2_stream
             allowed = min(h2_stream.outbound_flow_control_window, conn_window, turn)
-            sent = body.emit(sink, stream.stream_id, allowed, max_frame) if allowed > 0 else 0
-            h2_stream.outbound_flow_control_window -= sent
-            conn.outbound_flow_control_window -= sent
-            budget -= sent
+            sent = body.emit(sink, stream.stream_id, allowed, max_frame)
+            if sent:
+                h2_stream.outbound_flow_control_window -= sent
+                conn.outbound_flow_control_window -= sent
+                budget -= sent
+                if not stream.bytes_sent:
+                    stream.first_byte_at = time.monotonic()
+                stream.bytes_sent += sent
             if body.failed:
                 # The source broke mid-body (file shrank): never end it as if complete.
                 log.warning("stream %d: body source failed, resetting", stream.stream_id)
                 self.reset(stream.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
                 self.flush()
             elif body.done:
-                h2_stream.state_machine.process_input(StreamInputs.SEND_DATA)
-                h2_stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
-                self._finish(stream)
+                self._end_body(stream, body)
+            elif not body.ready:
+                pass  # waits for its producer, which calls schedule()
             elif h2_stream.outbound_flow_control_window <= 0:
                 stream.blocked = True
                 STATS.flow_control_stalls += 1
             else:
+                stream.queued = True
                 ready.append(stream)
         return budget <= 0 and bool(ready)
+
+    def _end_body(self, stream: StreamState, body: Body) -> None:
+        """The last DATA frame has gone (or trailers go now): close our side."""
+        trailers = body.trailers
+        if trailers is not None:
+            self.conn.send_headers(stream.stream_id, trailers, end_stream=True)
+            self.flush()
+        else:
+            machine = stream.h2_stream.state_machine
+            machine.process_input(StreamInputs.SEND_DATA)
+            machine.process_input(StreamInputs.SEND_END_STREAM)
+        self._finish(stream)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -407,9 +509,19 @@ class Session:
             return
         STATS.streams_active -= 1
         self.conn.stream_finished()
-        if stream.body is not None:
-            stream.body.close()
+        body = stream.body
+        if body is not None:
+            stream.mode = body.mode
+            body.close()
             stream.body = None
+        if stream.request_body is not None:
+            stream.request_body.end(ConnectionResetError("stream reset"))
+        task = stream.task
+        if task is not None and not task.done() and stream.reset_code is not None:
+            # The handler sees the cancellation at its next await.
+            task.cancel()
+        if self._on_stream_end is not None:
+            self._on_stream_end(self, stream)
 
     def shutdown(self) -> None:
         """Graceful close: GOAWAY(NO_ERROR) naming the last stream we will answer.
@@ -439,8 +551,11 @@ class Session:
     def connection_lost(self) -> None:
         """The transport is gone: release every stream's resources."""
         self.closed = True
-        for stream_id in list(self.streams):
-            self._forget(stream_id)
+        for stream in list(self.streams.values()):
+            if stream.reset_code is None:
+                # Interrupted: logged as cancelled, and its handler task is cancelled.
+                stream.reset_code = int(h2.errors.ErrorCodes.CANCEL)
+            self._forget(stream.stream_id)
         self._ready.clear()
 
 
