@@ -7,37 +7,58 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import __version__
 from .app import App
-from .config import DEFAULT_BIND, Config, parse_bind
+from .config import Config, ConfigError, flag_of, load_config, option_fields
 from .server import StartupError, run
 from .session import Handler
 from .static import StaticFiles
 from .tls import TLSError
 
-_DEFAULTS = Config()
+
+def _arg_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config option; absent flags stay absent (lower layers then apply)."""
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML file of options (CLI > H2STREAM_* env > file)"
+    )
+    for f, spec in option_fields():
+        if spec.positional:
+            parser.add_argument(
+                f.name, nargs="?", default=argparse.SUPPRESS, help=spec.help, metavar="ROOT"
+            )
+        elif spec.switch:
+            parser.add_argument(
+                flag_of(f, spec),
+                dest=f.name,
+                action="store_const",
+                const=not spec.invert,
+                default=argparse.SUPPRESS,
+                help=spec.help,
+            )
+        else:
+            choices = getattr(spec.parse, "choices", None)
+            parser.add_argument(
+                flag_of(f, spec),
+                dest=f.name,
+                type=_arg_type(spec.parse),
+                action="append" if spec.repeat else "store",
+                default=argparse.SUPPRESS,
+                metavar=spec.metavar or ("{" + ",".join(choices) + "}" if choices else None),
+                help=spec.help,
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,77 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"h2stream {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = commands.add_parser("serve", help="serve a directory over HTTP/2")
-    serve.add_argument(
-        "root",
-        nargs="?",
-        default=None,
-        help="directory to serve (default: . ; with --app, only when given)",
-    )
-    serve.add_argument(
-        "--app",
-        metavar="MODULE:ATTR",
-        help="serve an h2stream.App; unmatched paths fall through to ROOT when it is given",
-    )
-    serve.add_argument(
-        "--bind",
-        action="append",
-        metavar="HOST:PORT",
-        help=f"listen address, may repeat (default {DEFAULT_BIND}; port 0 picks a free one)",
-    )
-    serve.add_argument("--certfile", metavar="PEM", help="TLS certificate chain (enables TLS)")
-    serve.add_argument("--keyfile", metavar="PEM", help="TLS private key")
-    serve.add_argument(
-        "--self-signed", action="store_true", help="TLS with a throwaway localhost certificate"
-    )
-    serve.add_argument(
-        "--no-sendfile", action="store_true", help="never zero-copy; use the bounded copy path"
-    )
-    serve.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto")
-    serve.add_argument(
-        "--max-concurrent-streams",
-        type=_positive_int,
-        default=_DEFAULTS.max_concurrent_streams,
-        metavar="N",
-    )
-    serve.add_argument(
-        "--graceful-timeout",
-        type=_seconds,
-        default=_DEFAULTS.graceful_timeout,
-        metavar="SECONDS",
-        help="how long in-flight streams may finish after SIGTERM/SIGINT (default 10)",
-    )
-    serve.add_argument(
-        "--log-level",
-        default="info",
-        choices=("debug", "info", "warning", "error", "critical"),
-        type=str.lower,
-    )
+    serve = commands.add_parser("serve", help="serve a directory (and an app) over HTTP/2")
+    add_config_options(serve)
+    check = commands.add_parser("check-config", help="validate a TOML config file and exit")
+    check.add_argument("file", help="the TOML file")
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Validate what the parser could not; raise ValueError with the user-facing message."""
-    root = args.root if args.root is not None else "."
-    if not os.path.isdir(root):
-        raise ValueError(f"root {root!r} is not a directory")
-    binds = tuple(parse_bind(text) for text in (args.bind or [DEFAULT_BIND]))
-    if (args.certfile is None) != (args.keyfile is None):
-        raise ValueError("--certfile and --keyfile go together")
-    if args.self_signed and args.certfile is not None:
-        raise ValueError("--self-signed and --certfile exclude each other")
-    return Config(
-        root=os.path.abspath(root),
-        binds=binds,
-        certfile=args.certfile,
-        keyfile=args.keyfile,
-        self_signed=args.self_signed,
-        sendfile=not args.no_sendfile,
-        loop=args.loop,
-        log_level=args.log_level,
-        max_concurrent_streams=args.max_concurrent_streams,
-        graceful_timeout=args.graceful_timeout,
-    )
+def cli_values(args: argparse.Namespace) -> dict[str, Any]:
+    names = {f.name for f, _ in option_fields()}
+    values = {name: value for name, value in vars(args).items() if name in names}
+    if "binds" in values:
+        values["binds"] = tuple(values["binds"])
+    return values
 
 
 def load_app(spec: str) -> App:
@@ -151,23 +114,35 @@ def build_handler(config: Config, app_spec: str | None, serve_root: bool) -> Han
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file)
     try:
-        config = config_from_args(args)
-    except ValueError as exc:
+        config = load_config(cli_values(args), args.config)
+    except ConfigError as exc:
         parser.exit(2, f"h2stream: error: {exc}\n")
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        handler = build_handler(
-            config, args.app, serve_root=args.app is None or args.root is not None
-        )
+        # With --app, the directory serves unmatched paths only when ROOT was given.
+        serve_root = config.app is None or "root" in cli_values(args)
+        handler = build_handler(config, config.app, serve_root)
         return run(config, handler)
     except (StartupError, TLSError, ValueError) as exc:
         print(f"h2stream: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
+
+
+def check_config(path: str) -> int:
+    try:
+        config = load_config({}, path, environ={})
+    except ConfigError as exc:
+        print(f"h2stream: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{path}: ok ({len(config.binds)} listener(s), root {config.root})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -26,14 +26,13 @@ def server_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     # Only h2: a client that offers no h2 completes the handshake without ALPN and is then
     # refused with an HTTP/1.1 505 (see protocol.py), not a handshake alert it cannot explain.
     context.set_alpn_protocols(["h2"])
+    for path in (certfile, keyfile):
+        if not os.path.isfile(path):
+            raise TLSError(f"cannot read {path}: no such file")
+        if not os.access(path, os.R_OK):
+            raise TLSError(f"cannot read {path}: permission denied")
     try:
         context.load_cert_chain(certfile, keyfile)
-    except FileNotFoundError as exc:
-        raise TLSError(f"cannot read certificate or key: {exc.filename}: no such file") from exc
-    except PermissionError as exc:
-        raise TLSError(
-            f"cannot read certificate or key: {exc.filename}: permission denied"
-        ) from exc
     except (ssl.SSLError, OSError) as exc:
         raise TLSError(f"cannot load certificate {certfile} with key {keyfile}: {exc}") from exc
     return context
