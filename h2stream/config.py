@@ -198,6 +198,14 @@ class Config:
         metavar="SECONDS",
     )
 
+    # -- streaming, compression, uploads (issue 4) --------------------------------------
+
+    # -- observability (issue 5) ----------------------------------------------------------
+
+    # -- hardening limits (issue 6) -------------------------------------------------------
+
+    # -- operations (issue 7) -------------------------------------------------------------
+
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 

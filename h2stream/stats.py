@@ -1,25 +1,18 @@
-"""Plain integer counters on the hot path; exporters read them at scrape time."""
+"""Plain integer counters on the hot path; exporters read them at scrape time.
+
+Add a counter by adding an annotated line below: the slots and zeroing follow from the
+annotations.
+"""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class Stats:
     """Process-wide counters. Incremented with ``+=`` only: no locks, no labels, no allocation."""
 
-    __slots__ = (
-        "body_bytes_copy",
-        "body_bytes_sendfile",
-        "connections_accepted",
-        "connections_active",
-        "flow_control_stall_seconds",
-        "flow_control_stalls",
-        "goaway_sent",
-        "rst_received",
-        "rst_sent",
-        "streams_active",
-        "streams_total",
-    )
-
+    # -- core -----------------------------------------------------------------------------
     body_bytes_copy: int
     body_bytes_sendfile: int
     connections_accepted: int
@@ -31,14 +24,22 @@ class Stats:
     rst_sent: int
     streams_active: int
     streams_total: int
+    # -- streaming, compression, uploads (issue 4) -------------------------------------------
+    # -- observability (issue 5) -----------------------------------------------------------
+    # -- hardening (issue 6) ---------------------------------------------------------------
+    # -- operations (issue 7) --------------------------------------------------------------
+
+    FIELDS: ClassVar[tuple[str, ...]]
 
     def __init__(self) -> None:
-        for name in self.__slots__:
+        for name in self.FIELDS:
             setattr(self, name, 0)
 
     def snapshot(self) -> dict[str, int | float]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in self.FIELDS}
 
+
+Stats.FIELDS = tuple(name for name in Stats.__annotations__ if name != "FIELDS")
 
 # One per process: workers are processes, so no counter is ever shared between threads.
 STATS = Stats()
