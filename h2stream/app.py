@@ -6,6 +6,19 @@ or writes directly: ``stream = request.start_response(200, headers)`` then
 ``await stream.send(chunk)``, which returns only when flow control has let the chunk go. That
 await is the producer pause; nothing is buffered behind it.
 
+Request bodies arrive through :meth:`Request.read` (or ``async for chunk in request``); window
+credit goes back to the client only as the handler reads, so at most one stream window of an
+upload is ever held. A body over the limit gets 413 (before any of it is read when
+``content-length`` says so; else the moment it crosses the limit, and the stream is reset).
+
+Responses of compressible types are compressed when the client accepts it (see
+:mod:`h2stream.encoding`), chunk by chunk as the window opens.
+
+Errors: a handler that raises before the response headers gives 500, after them
+RST_STREAM(INTERNAL_ERROR); both log a line with the request id. A client that resets the
+stream (or drops the connection) cancels the handler: it sees ``CancelledError`` at its next
+await.
+
 Files of a directory need no handler and no Task: :class:`App` falls through to a
 :class:`~h2stream.static.StaticFiles` handler for paths no route matches.
 """
@@ -19,20 +32,42 @@ import os
 import stat
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import parse_qsl, unquote
 
 import h2.errors
+from h2.stream import StreamState as H2StreamState
 
-from .bodies import BytesBody, ChunkBody, FileBody
+from . import requestid
+from .bodies import Body, BytesBody, ChunkBody, FileBody
+from .encoding import (
+    VARY,
+    CompressedBody,
+    CompressedChunkBody,
+    EncodingPolicy,
+    encoded_headers,
+)
 from .session import Handler, Session, StreamState
+from .sources import FileSource, MemorySource
+from .stats import STATS
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger("h2stream.app")
 
 HeaderList = Iterable[tuple[str | bytes, str | bytes]]
 
+# Without a Config (an App not bound by the CLI): the CLI's default --max-request-body.
+DEFAULT_BODY_LIMIT = 1 << 30
+
 
 class PayloadTooLarge(Exception):
     """The request body exceeded the configured limit."""
+
+
+class NotAcceptable(Exception):
+    """The client refused identity and every coding we could use (answered 406)."""
 
 
 class StreamClosed(Exception):
@@ -52,11 +87,15 @@ class FileResponse:
 
 @dataclass(slots=True)
 class Response:
+    """A whole response. ``compress``: None decides by content type, False never, True always
+    (when the client accepts a coding)."""
+
     status: int = 200
     headers: HeaderList = ()
     body: bytes | str | FileResponse | AsyncIterable[bytes] | None = b""
     trailers: HeaderList | None = None
     content_type: str | None = None
+    compress: bool | None = None
 
 
 def _to_bytes(value: str | bytes) -> bytes:
@@ -68,6 +107,15 @@ def encode_headers(headers: HeaderList) -> list[tuple[bytes, bytes]]:
     return [(_to_bytes(name).lower(), _to_bytes(value)) for name, value in headers]
 
 
+def _remote_closed(stream: StreamState) -> bool:
+    """The client has finished sending (h2 has seen END_STREAM, maybe in a read whose events
+    are still being dispatched): no RST_STREAM is needed to stop an upload."""
+    if stream.request_ended:
+        return True
+    state = stream.h2_stream.state_machine.state
+    return state in (H2StreamState.HALF_CLOSED_REMOTE, H2StreamState.CLOSED)
+
+
 class RequestBody:
     """Request body chunks as they arrive; window credit goes back only as they are read.
 
@@ -75,7 +123,9 @@ class RequestBody:
     slow handler slows the client instead of filling memory.
     """
 
-    def __init__(self, session: Session, stream_id: int, limit: int) -> None:
+    def __init__(
+        self, session: Session, stream_id: int, limit: int, on_too_large: Callable[[], None]
+    ) -> None:
         self._session = session
         self._stream_id = stream_id
         self._chunks: collections.deque[tuple[bytes, int]] = collections.deque()
@@ -83,24 +133,43 @@ class RequestBody:
         self._ended = False
         self._error: BaseException | None = None
         self._limit = limit
+        self._on_too_large = on_too_large
         self.received = 0
+        # Bytes received but not yet read by the handler (what the server holds).
+        self.buffered = 0
 
     # RequestBodySink, called by the session
     def feed(self, data: bytes, flow_controlled_length: int) -> None:
+        if self._error is not None or self._ended:
+            # Nobody will read it: the credit goes straight back.
+            self._session.return_credit(self._stream_id, flow_controlled_length)
+            return
         self.received += len(data)
         if self.received > self._limit:
-            self._error = PayloadTooLarge(f"request body over {self._limit} bytes")
-            # The credit of what we will never read goes back now.
             self._session.return_credit(self._stream_id, flow_controlled_length)
-        else:
-            self._chunks.append((data, flow_controlled_length))
+            self._fail(PayloadTooLarge(f"request body over {self._limit} bytes"))
+            self._on_too_large()
+            return
+        self._chunks.append((data, flow_controlled_length))
+        self.buffered += len(data)
         self._wake()
 
     def end(self, error: BaseException | None = None) -> None:
         self._ended = True
-        if error is not None and self._error is None:
-            self._error = error
+        if error is not None:
+            self._fail(error)
         self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        # Queued data will never be read: hand its connection-level credit back, or every
+        # aborted upload would shrink the connection window for good.
+        credit = sum(length for _, length in self._chunks)
+        self._chunks.clear()
+        self.buffered = 0
+        if credit:
+            self._session.return_credit(self._stream_id, credit)
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -116,9 +185,8 @@ class RequestBody:
                 return b""
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
-        if self._error is not None:
-            raise self._error
         data, credit = self._chunks.popleft()
+        self.buffered -= len(data)
         self._session.return_credit(self._stream_id, credit)
         return data
 
@@ -126,7 +194,8 @@ class RequestBody:
 class Request:
     """What a handler sees of one request."""
 
-    def __init__(self, session: Session, stream: StreamState, body_limit: int) -> None:
+    def __init__(self, app: App, session: Session, stream: StreamState, body_limit: int) -> None:
+        self._app = app
         self._session = session
         self._stream = stream
         self.stream_id = stream.stream_id
@@ -143,8 +212,10 @@ class Request:
         self.authority = next(
             (v.decode("latin-1") for n, v in stream.headers if n == b":authority"), ""
         )
-        self.request_id = stream.request_id
-        self._body = RequestBody(session, stream.stream_id, body_limit)
+        self._accept_encoding = next(
+            (v for n, v in stream.headers if n == b"accept-encoding"), None
+        )
+        self._body = RequestBody(session, stream.stream_id, body_limit, self._too_large)
         self._response: ResponseStream | None = None
         # True once a one-shot response (bytes or a file) has been handed to the session.
         self._answered = False
@@ -152,6 +223,21 @@ class Request:
             self._body.end()
         else:
             stream.request_body = self._body
+
+    @property
+    def request_id(self) -> str:
+        """The client's x-request-id (or traceparent id), or ours when the access log is on."""
+        return self._stream.request_id
+
+    @property
+    def args(self) -> dict[str, str]:
+        """Query parameters (the last value of a repeated name wins)."""
+        return dict(parse_qsl(self.query))
+
+    @property
+    def body_buffered(self) -> int:
+        """Request body bytes received but not yet read: at most about one stream window."""
+        return self._body.buffered
 
     def header(self, name: str, default: str | None = None) -> str | None:
         name = name.lower()
@@ -165,7 +251,7 @@ class Request:
         return await self._body.read()
 
     async def body(self) -> bytes:
-        """The whole request body (bounded by the configured limit)."""
+        """The whole request body, held in memory (bounded by the body limit)."""
         parts = []
         while chunk := await self._body.read():
             parts.append(chunk)
@@ -180,31 +266,122 @@ class Request:
         return self._answered or self._response is not None
 
     def start_response(
-        self, status: int = 200, headers: HeaderList = (), *, content_type: str | None = None
+        self,
+        status: int = 200,
+        headers: HeaderList = (),
+        *,
+        content_type: str | None = None,
+        compress: bool | None = None,
     ) -> ResponseStream:
-        """Send the response headers now; the body follows through the returned stream."""
+        """Send the response headers now; the body follows through the returned stream.
+
+        The body is compressed when ``compress`` allows it, the content type is compressible
+        and the client accepts a coding; ``send`` then still returns once the chunk's
+        compressed bytes have been framed. Raises :class:`NotAcceptable` (answered 406) when
+        the client refuses identity and every coding.
+        """
         if self.started:
             raise RuntimeError("response already started")
         fields = encode_headers(headers)
         if content_type is not None:
             fields.append((b"content-type", content_type.encode()))
-        body = ChunkBody()
+        coding = self._coding(status, fields, compress, _declared_length(fields))
+        if coding is not None:
+            fields = encoded_headers(fields, coding, self._suffix(coding))
+        body: ChunkBody | CompressedChunkBody | None = None
+        if self.method == "HEAD":
+            pass  # headers only: what is sent afterwards is discarded
+        elif coding is None:
+            body = ChunkBody()
+        else:
+            body = CompressedChunkBody(self._policy().encoder(coding))
         self._response = ResponseStream(self._session, self._stream, body)
         self._session.respond(self._stream, status, fields, body)
         self._session.wake()
         return self._response
 
+    # -- negotiation ---------------------------------------------------------------------
+
+    def _policy(self) -> EncodingPolicy:
+        policy = self._app.policy
+        assert policy is not None
+        return policy
+
+    def _suffix(self, coding: str) -> str:
+        return self._policy().etag_suffix[coding]
+
+    def _coding(
+        self,
+        status: int,
+        fields: list[tuple[bytes, bytes]],
+        compress: bool | None,
+        size: int | None,
+    ) -> str | None:
+        """The coding to send ``fields``' body with (None: identity). Appends ``vary``."""
+        policy = self._app.policy
+        if policy is None or compress is False or status != 200 or self.method == "CONNECT":
+            return None
+        content_type = None
+        for name, value in fields:
+            if name == b"content-encoding":
+                return None  # the application encoded it itself
+            if name == b"content-type":
+                content_type = value
+        if compress is None and (content_type is None or not policy.compressible(content_type)):
+            return None
+        coding = policy.select(self._accept_encoding, size)
+        if coding == "":
+            raise NotAcceptable(self._accept_encoding)
+        if coding == "identity":
+            fields.append(VARY)
+            return None
+        return coding
+
+    def _too_large(self) -> None:
+        """The body crossed the limit while arriving: answer now, stop the upload."""
+        STATS.request_body_too_large += 1
+        session, stream = self._session, self._stream
+        if stream.stream_id not in session.streams:
+            return
+        if self.started:
+            session.reset(stream.stream_id, h2.errors.ErrorCodes.CANCEL)
+            return
+        self._answered = True
+        answer_and_stop(session, stream, 413, b"payload too large\n")
+        session.wake()
+        # The handler has nothing left to do: it sees the cancellation at its next await.
+        task = stream.task
+        if task is not None and not task.done():
+            task.cancel()
+
+
+class _PushBody(Protocol):
+    def put(
+        self,
+        data: bytes | bytearray | memoryview,
+        waiter: asyncio.Future[None],
+        end: bool,
+        trailers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None: ...
+
 
 class ResponseStream:
     """The body side of a started response. Each send returns once its bytes are framed."""
 
-    def __init__(self, session: Session, stream: StreamState, body: ChunkBody) -> None:
+    def __init__(
+        self,
+        session: Session,
+        stream: StreamState,
+        body: ChunkBody | CompressedChunkBody | None,
+    ) -> None:
         self._session = session
         self._stream = stream
+        # None for a response without a body (HEAD): sends are accepted and discarded.
         self._body = body
         self.ended = False
 
     async def send(self, chunk: bytes | bytearray | memoryview | str, *, end: bool = False) -> None:
+        """Hand over one chunk; returns once flow control has let all of it go."""
         if self.ended:
             raise RuntimeError("response already ended")
         if isinstance(chunk, str):
@@ -222,13 +399,17 @@ class ResponseStream:
         end: bool,
         trailers: list[tuple[bytes, bytes]] | None,
     ) -> None:
-        if self._stream.body is not self._body:
+        body: _PushBody | None = self._body
+        if body is None:
+            self.ended = end
+            return
+        if self._stream.body is not body:
             raise StreamClosed(f"stream {self._stream.stream_id} is closed")
         if not chunk and not end:
             return
         self.ended = end
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._body.put(chunk, waiter, end, trailers)
+        body.put(chunk, waiter, end, trailers)
         self._session.schedule(self._stream)
         self._session.wake()
         try:
@@ -246,26 +427,40 @@ class _Route:
     methods: frozenset[str]
     handler: RouteHandler
     prefix: bool
+    max_body: int | None
 
 
 @dataclass
 class App:
-    """Routes plus handlers. Unmatched paths fall through to ``fallback`` (a directory)."""
+    """Routes plus handlers. Unmatched paths fall through to ``fallback`` (a directory).
+
+    ``body_limit`` caps request bodies (default: the server's ``--max-request-body``);
+    ``policy`` decides compression (set by :meth:`bind` from the server's options).
+    """
 
     fallback: Handler | None = None
-    body_limit: int = 64 * 1024 * 1024
+    body_limit: int | None = None
+    policy: EncodingPolicy | None = None
     _routes: dict[str, _Route] = field(default_factory=dict)
     _prefixes: list[_Route] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def route(
-        self, path: str, methods: Iterable[str] = ("GET", "HEAD")
+        self,
+        path: str,
+        methods: Iterable[str] = ("GET", "HEAD"),
+        *,
+        max_body: int | None = None,
     ) -> Callable[[RouteHandler], RouteHandler]:
-        """Register a handler for an exact path, or for a prefix when ``path`` ends in ``*``."""
+        """Register a handler for an exact path, or for a prefix when ``path`` ends in ``*``.
+
+        ``max_body`` overrides the body limit for this route.
+        """
 
         def register(handler: RouteHandler) -> RouteHandler:
             prefix = path.endswith("*")
-            route = _Route(path.rstrip("*"), frozenset(m.upper() for m in methods), handler, prefix)
+            methods_set = frozenset(m.upper() for m in methods)
+            route = _Route(path.rstrip("*"), methods_set, handler, prefix, max_body)
             if prefix:
                 self._prefixes.append(route)
                 self._prefixes.sort(key=lambda r: -len(r.path))
@@ -274,6 +469,30 @@ class App:
             return handler
 
         return register
+
+    def bind(
+        self,
+        config: Config,
+        fallback: Handler | None = None,
+        policy: EncodingPolicy | None = None,
+    ) -> App:
+        """Take the server's options (body limit, compression) and the fallback handler.
+
+        ``policy`` shares the server's compression policy (and its codec pool); without it
+        one is made from ``config``.
+        """
+        if self.body_limit is None:
+            self.body_limit = config.max_request_body
+        if self.policy is None:
+            self.policy = policy if policy is not None else EncodingPolicy.from_config(config)
+        if fallback is not None and self.fallback is None:
+            self.fallback = fallback
+        return self
+
+    @property
+    def tasks(self) -> frozenset[asyncio.Task[None]]:
+        """Handler tasks still running (empty once every request has finished)."""
+        return frozenset(self._tasks)
 
     def match(self, path: str) -> _Route | None:
         route = self._routes.get(path)
@@ -296,13 +515,24 @@ class App:
             if self.fallback is not None:
                 self.fallback(session, stream, headers)
             else:
-                session.respond_bytes(stream, 404, b"not found\n")
+                session.respond_bytes(stream, 404, b"not found\n", head=stream.method == b"HEAD")
             return
         if stream.method.decode("latin-1") not in route.methods:
             allow = ", ".join(sorted(route.methods)).encode()
+            # A body sent along is drained (its credit goes straight back), not reset: some
+            # clients (httpx) drop a complete response that RST_STREAM(NO_ERROR) follows.
             session.respond_bytes(stream, 405, b"method not allowed\n", extra=[(b"allow", allow)])
             return
-        request = Request(session, stream, self.body_limit)
+        limit = route.max_body
+        if limit is None:
+            limit = self.body_limit if self.body_limit is not None else DEFAULT_BODY_LIMIT
+        declared = _declared_length(headers)
+        if declared is not None and declared > limit:
+            # Before reading a byte, and before any Task exists.
+            STATS.request_body_too_large += 1
+            answer_and_stop(session, stream, 413, b"payload too large\n")
+            return
+        request = Request(self, session, stream, limit)
         task = asyncio.get_running_loop().create_task(self._run(route.handler, request, session))
         stream.task = task
         # A reference until done: the loop keeps only weak ones.
@@ -320,13 +550,18 @@ class App:
             elif request._response is not None and not request._response.ended:
                 await request._response.end()
         except (asyncio.CancelledError, StreamClosed):
-            pass  # the client went away: nothing to answer
+            pass  # the client went away (or the body limit answered): nothing to answer
         except PayloadTooLarge:
             _fail(session, request, 413, h2.errors.ErrorCodes.CANCEL)
+        except NotAcceptable:
+            _fail(session, request, 406, h2.errors.ErrorCodes.INTERNAL_ERROR)
         except Exception:
+            if not stream.request_id:
+                # The id the 500 carries (session adds x-request-id) and the log line names.
+                stream.request_id = requestid.generate()
             log.exception(
                 "handler failed: request_id=%s stream=%d %s %s",
-                request.request_id,
+                stream.request_id,
                 stream.stream_id,
                 request.method,
                 request.raw_path,
@@ -336,20 +571,50 @@ class App:
             session.wake()
 
 
+_MESSAGES = {
+    406: b"not acceptable\n",
+    413: b"payload too large\n",
+    500: b"internal server error\n",
+}
+
+
 def _fail(session: Session, request: Request, status: int, code: h2.errors.ErrorCodes) -> None:
     """Before the headers: an error status. After: RST_STREAM (the body is broken)."""
     stream = request._stream
     if stream.stream_id not in session.streams:
         return
     if not request.started:
-        message = b"payload too large\n" if status == 413 else b"internal server error\n"
-        session.respond_bytes(stream, status, message)
-        if not stream.request_ended:
-            # Stop the upload we will not read (RFC 9113 section 8.1: NO_ERROR after a
-            # complete response lets the client know the rest is not wanted).
-            session.reset(stream.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        extra = [VARY] if status == 406 else None
+        answer_and_stop(session, stream, status, _MESSAGES.get(status, b"error\n"), extra)
     else:
         session.reset(stream.stream_id, code)
+
+
+def answer_and_stop(
+    session: Session,
+    stream: StreamState,
+    status: int,
+    message: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """A complete response; then, if the client is still uploading, RST_STREAM(NO_ERROR).
+
+    RFC 9113 section 8.1: after a complete response the server may ask the client to stop
+    sending with NO_ERROR. With an upload in flight the response is headers-only (END_STREAM
+    on the HEADERS frame), so the reset cannot cut a body that is still queued.
+    """
+    if _remote_closed(stream):
+        session.respond_bytes(stream, status, message, extra=extra)
+        return
+    session.respond(stream, status, [(b"content-length", b"0"), *(extra or ())], None)
+    session.reset(stream.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+
+
+def _declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 async def send_response(request: Request, response: Response) -> None:
@@ -365,25 +630,41 @@ async def send_response(request: Request, response: Response) -> None:
         body = body.encode()
     if body is None or isinstance(body, bytes | bytearray | memoryview):
         data = bytes(body or b"")
-        fields.append((b"content-length", b"%d" % len(data)))
+        coding = request._coding(response.status, fields, response.compress, len(data))
+        if coding is None:
+            fields.append((b"content-length", b"%d" % len(data)))
         if trailers is None:
+            one_shot: Body | None = None
+            if coding is not None:
+                fields = encoded_headers(fields, coding, request._suffix(coding))
+                if not head:
+                    encoder = request._policy().encoder(coding, len(data))
+                    one_shot = CompressedBody(MemorySource(data), encoder)
+            elif not head and data:
+                one_shot = BytesBody(data)
             request._answered = True
-            session.respond(stream, response.status, fields, None if head else BytesBody(data))
+            session.respond(stream, response.status, fields, one_shot)
             session.wake()
             return
-        out = request.start_response(response.status, fields)
+        out = request.start_response(response.status, fields, compress=coding is not None)
         if not head:
             await out.send(data)
         await out.end(response.trailers)
         return
     if isinstance(body, FileResponse):
-        _send_file(request, response.status, fields, body, head)
+        _send_file(request, response.status, fields, body, head, response.compress)
         return
-    out = request.start_response(response.status, fields)
-    if not head:
-        async for chunk in body:
-            await out.send(chunk)
-    await out.end(response.trailers)
+    out = request.start_response(response.status, fields, compress=response.compress)
+    try:
+        if not head:
+            async for chunk in body:
+                await out.send(chunk)
+        await out.end(response.trailers)
+    finally:
+        # An abandoned generator is closed now, so its own finally blocks run promptly.
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _send_file(
@@ -392,6 +673,7 @@ def _send_file(
     fields: list[tuple[bytes, bytes]],
     spec: FileResponse,
     head: bool,
+    compress: bool | None,
 ) -> None:
     session, stream = request._session, request._stream
     fd = spec.fd if spec.fd is not None else os.open(spec.path or "", os.O_RDONLY | os.O_CLOEXEC)
@@ -401,18 +683,30 @@ def _send_file(
             raise ValueError("FileResponse needs a regular file")
         length = spec.length if spec.length is not None else max(0, info.st_size - spec.offset)
         length = min(length, max(0, info.st_size - spec.offset))
+        if not any(name == b"content-type" for name, _ in fields):
+            fields.append((b"content-type", spec.content_type.encode()))
+        coding = request._coding(status, fields, compress, length)
     except BaseException:
         os.close(fd)
         raise
-    fields.append((b"content-length", b"%d" % length))
-    if not any(name == b"content-type" for name, _ in fields):
-        fields.append((b"content-type", spec.content_type.encode()))
     request._answered = True
-    if head or length == 0:
-        os.close(fd)
-        session.respond(stream, status, fields, None)
+    closer = _FdCloser(fd)
+    if coding is not None:
+        fields = encoded_headers(fields, coding, request._suffix(coding))
+        body: Body | None = None
+        if head:
+            closer.close()
+        else:
+            encoder = request._policy().encoder(coding, length)
+            body = CompressedBody(FileSource(fd, spec.offset, length, closer), encoder)
+        session.respond(stream, status, fields, body)
     else:
-        session.respond(stream, status, fields, FileBody(fd, spec.offset, length, _FdCloser(fd)))
+        fields.append((b"content-length", b"%d" % length))
+        if head or length == 0:
+            closer.close()
+            session.respond(stream, status, fields, None)
+        else:
+            session.respond(stream, status, fields, FileBody(fd, spec.offset, length, closer))
     session.wake()
 
 

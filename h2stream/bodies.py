@@ -30,10 +30,14 @@ class FrameSink(Protocol):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue bytes behind everything queued before."""
 
-    def send_file_frame(self, header: bytes, fd: int, offset: int, count: int) -> int:
-        """Send ``header`` then ``count`` bytes of ``fd`` at ``offset``; return the file bytes
-        found. Less than ``count`` means the file shrank: the sink has zero-filled the frame
-        so the connection's framing stays intact, and the stream must be reset."""
+    def send_file_frames(
+        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int
+    ) -> tuple[int, bool]:
+        """Send ``count`` bytes of ``fd`` from ``offset`` as DATA frames of at most
+        ``max_frame`` (no END_STREAM), zero-copy where it can; stop early when the socket
+        fills. Returns (payload bytes framed, complete): ``complete`` False means the file
+        shrank under a frame whose header had gone, the sink zero-filled that frame to keep
+        the connection's framing, and the stream must be reset."""
 
 
 class Body:
@@ -210,29 +214,43 @@ class FileBody(Body):
             closer.close()  # type: ignore[attr-defined]
 
     def emit(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
+        n = min(allowed, self.remaining)
+        if n <= 0:
+            return 0
+        sent = 0
+        if sink.use_sendfile:
+            # Zero-copy for every frame but the body's last (see the class docstring).
+            run = n - min(max_frame, n) if n == self.remaining else n
+            if run > 0:
+                self.mode = "sendfile"
+                sent, complete = sink.send_file_frames(
+                    stream_id, self.fd, self.offset, run, max_frame
+                )
+                self.offset += sent
+                self.remaining -= sent
+                if not complete:
+                    self._failed = True
+                    return sent
+                if sent < run or not sink.writable:
+                    return sent
+        return sent + self._emit_copy(sink, stream_id, n - sent, max_frame)
+
+    def _emit_copy(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
+        """Read, then frame: the path that may carry END_STREAM."""
         sent = 0
         pack = DATA_HEADER.pack
         while sent < allowed and sink.writable:
             remaining = self.remaining
-            n = min(max_frame, allowed - sent, remaining)
-            if n < remaining and sink.use_sendfile:
-                self.mode = "sendfile"
-                got = sink.send_file_frame(pack(n << 8, 0, stream_id), self.fd, self.offset, n)
-                if got < n:
-                    self._failed = True
-                    return sent + n
-            else:
-                payload = os.pread(self.fd, n, self.offset)
-                if len(payload) < n:
-                    # Nothing of this frame left yet: reset without sending it.
-                    self._failed = True
-                    return sent
-                sink.write(pack(n << 8, FLAG_END_STREAM if n == remaining else 0, stream_id))
-                sink.write(payload)
-                STATS.body_bytes_copy += n
+            n = min(max_frame, allowed - sent)
+            payload = os.pread(self.fd, n, self.offset)
+            if len(payload) < n:
+                # Nothing of this frame left yet: reset without sending it.
+                self._failed = True
+                return sent
+            sink.write(pack(n << 8, FLAG_END_STREAM if n == remaining else 0, stream_id))
+            sink.write(payload)
+            STATS.body_bytes_copy += n
             self.offset += n
             self.remaining = remaining - n
             sent += n
-            if self.remaining == 0:
-                break
         return sent

@@ -13,9 +13,12 @@ from typing import Any
 from . import __version__
 from .app import App
 from .config import Config, ConfigError, flag_of, load_config, option_fields
+from .encoding import EncodingPolicy
+from .pidfile import PidFileError, remove_pid_file, write_pid_file
 from .server import StartupError, run
 from .session import Handler
 from .static import StaticFiles
+from .synthetic import BuiltinEndpoints, with_builtins
 from .tls import TLSError
 
 
@@ -71,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(serve)
     check = commands.add_parser("check-config", help="validate a TOML config file and exit")
     check.add_argument("file", help="the TOML file")
+    top = commands.add_parser("top", help="live view of a server's /metrics (see --metrics-bind)")
+    from .top import add_arguments as add_top_arguments
+
+    add_top_arguments(top)
     return parser
 
 
@@ -100,15 +107,16 @@ def load_app(spec: str) -> App:
 
 
 def build_handler(config: Config, app_spec: str | None, serve_root: bool) -> Handler:
-    """The session handler: an App (with the directory behind it), or just the directory."""
-    static = StaticFiles(config.root) if serve_root else None
-    if app_spec is None:
-        assert static is not None
-        return static  # no routes: no per-request route lookup either
-    app = load_app(app_spec)
-    if static is not None and app.fallback is None:
-        app.fallback = static
-    return app
+    """The session handler: the directory, an App in front of it, /_h2stream/ before both."""
+    policy = EncodingPolicy.from_config(config)
+    handler: Handler | None = StaticFiles(config.root, policy) if serve_root else None
+    if app_spec is not None:
+        handler = load_app(app_spec).bind(config, fallback=handler, policy=policy)
+    if config.builtin_endpoints:
+        # One startswith per request; everything else goes straight to the handler behind.
+        return with_builtins(BuiltinEndpoints(config, policy), handler)
+    assert handler is not None
+    return handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "top":
+        from .top import main as top_main
+
+        return top_main(args)
     try:
         config = load_config(cli_values(args), args.config)
     except ConfigError as exc:
@@ -126,9 +138,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # With --app, the directory serves unmatched paths only when ROOT was given.
         serve_root = config.app is None or "root" in cli_values(args)
+        if config.workers > 1 or config.supervise:
+            from .supervisor import ConfigSource, supervise
+
+            return supervise(config, ConfigSource(cli_values(args), args.config, serve_root))
         handler = build_handler(config, config.app, serve_root)
-        return run(config, handler)
-    except (StartupError, TLSError, ValueError) as exc:
+        if config.pid_file:
+            write_pid_file(config.pid_file)
+        try:
+            return run(config, handler)
+        finally:
+            if config.pid_file:
+                remove_pid_file(config.pid_file)
+    except (StartupError, TLSError, ValueError, PidFileError) as exc:
         print(f"h2stream: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

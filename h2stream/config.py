@@ -59,6 +59,29 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    """A whole number in ``low..high`` (compression levels)."""
+
+    def parse(text: str) -> int:
+        value = parse_positive_int(text)
+        if value > high or value < low:
+            raise ValueError(f"expected {low}..{high}, got {value}")
+        return value
+
+    return parse
+
+
+def parse_count(text: str) -> int:
+    """A whole number, 0 allowed (for limits where 0 means off or automatic)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"must not be negative, got {value}")
+    return value
+
+
 def parse_size(text: str) -> int:
     """A byte count, with an optional K/M/G/T suffix (powers of 1024): ``64K``, ``10G``."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -87,6 +110,19 @@ def parse_bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"expected true or false, got {text!r}")
+
+
+MAX_WORKERS = 1024
+
+
+def parse_workers(text: str) -> int:
+    """A worker count, or ``auto``: the cores this process may run on (affinity, cpusets)."""
+    if text.strip().lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    value = parse_positive_int(text)
+    if value > MAX_WORKERS:
+        raise ValueError(f"at most {MAX_WORKERS} workers, got {value}")
+    return value
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -199,12 +235,204 @@ class Config:
     )
 
     # -- streaming, compression, uploads (issue 4) --------------------------------------
+    # /_h2stream/bytes/N, /_h2stream/sink and /_h2stream/ndjson (see synthetic.py).
+    builtin_endpoints: bool = option(
+        True,
+        "turn off the /_h2stream/ benchmark endpoints",
+        flag="--no-builtin-endpoints",
+        switch=True,
+        invert=True,
+        parse=parse_bool,
+    )
+    # Bodies are streamed under flow control, so this bounds how long one upload may go on,
+    # not memory (a handler holds at most one stream window unless it buffers with body()).
+    # 1 GiB lets h2load -d upload benchmarks run with large files.
+    max_request_body: int = option(
+        1 << 30, "largest request body; larger gets 413", parse=parse_size, metavar="BYTES"
+    )
+    compression: bool = option(
+        True,
+        "never compress responses (precompressed siblings are not served either)",
+        flag="--no-compression",
+        switch=True,
+        invert=True,
+        parse=parse_bool,
+    )
+    # Level 1 measured about twice the throughput of level 3 on NDJSON and text here, with
+    # the same ratio within 2% (README "Compression").
+    zstd_level: int = option(1, "zstd compression level", parse=_int_range(1, 19), metavar="N")
+    gzip_level: int = option(
+        6, "gzip (fallback) compression level", parse=_int_range(1, 9), metavar="N"
+    )
+    # Below ~1 KiB the saving is a few hundred bytes at most, less than the CPU it costs.
+    compress_min_size: int = option(
+        1024, "smallest body of known length that is compressed", parse=parse_size, metavar="BYTES"
+    )
+    compress_types: tuple[str, ...] = option(
+        (
+            "text/*",
+            "application/json",
+            "application/*+json",
+            "application/x-ndjson",
+            "application/javascript",
+            "application/xml",
+            "application/*+xml",
+            "image/svg+xml",
+            "application/wasm",
+        ),
+        "compressible media type (may repeat; replaces the default list; text/* and "
+        "application/*+json patterns allowed)",
+        flag="--compress-type",
+        metavar="TYPE",
+        repeat=True,
+    )
 
     # -- observability (issue 5) ----------------------------------------------------------
+    # A separate plain-HTTP/1.1 listener for /metrics, /healthz and /readyz; off by default.
+    metrics_bind: Bind | None = option(
+        None,
+        "serve /metrics (Prometheus), /healthz and /readyz over HTTP/1.1 on HOST:PORT",
+        parse=parse_bind,
+        metavar="HOST:PORT",
+    )
+    # Off by default: benchmarks should not pay for a line per stream.
+    access_log: str | None = option(
+        None, "write an access log line per stream to PATH (- for stdout)", metavar="PATH|-"
+    )
+    access_log_format: str = option(
+        "combined", "access log line format", parse=_choice("combined", "json")
+    )
 
     # -- hardening limits (issue 6) -------------------------------------------------------
+    # Each limit below fires into STATS.limit_events under its kind (see limits.py, README).
+    # Timeouts: 0 turns one off. They are checked by one timer per worker (timeouts.py), so
+    # they fire within a quarter of the smallest timeout (at most a second) after expiry.
+    # Slowloris before HTTP/2: the TLS handshake, and then the connection preface (or an
+    # h2c Upgrade request head), must arrive within this; h2o's idle timeout is 10 s.
+    preface_timeout: float = option(
+        10.0,
+        "seconds for the TLS handshake and the client preface",
+        parse=parse_seconds,
+        metavar="SECONDS",
+    )
+    # Slowloris in HTTP/2: a header block (HEADERS + CONTINUATION) left unfinished this long
+    # ends the connection with GOAWAY(ENHANCE_YOUR_CALM) (nginx: client_header_timeout 60 s).
+    header_timeout: float = option(
+        10.0,
+        "seconds to finish a header block once begun",
+        parse=parse_seconds,
+        metavar="SECONDS",
+    )
+    # A connection with no open stream and no new request this long gets GOAWAY(NO_ERROR);
+    # PINGs do not count as activity (nginx keepalive_timeout 75 s, h2o 10 s).
+    idle_timeout: float = option(
+        60.0,
+        "close connections idle this long (GOAWAY NO_ERROR)",
+        parse=parse_seconds,
+        metavar="SECONDS",
+    )
+    # Zero-window and slow-read holds (CVE-2019-9511/9517 family): a stream parked on a zero
+    # window this long is reset with CANCEL (the peer broke no rule; we give up the response);
+    # a connection whose output does not move this long (unread socket, or no connection
+    # window) is closed. nginx send_timeout is 60 s and closes the connection.
+    send_timeout: float = option(
+        60.0,
+        "seconds a response may wait for the peer's window or reads",
+        parse=parse_seconds,
+        metavar="SECONDS",
+    )
+    # Lifetime cap: GOAWAY(NO_ERROR) after this many streams, so long-lived connections rotate
+    # (and h2's closed-stream table stays small). nginx keepalive_requests is 1000; h2load
+    # benchmarks run 20,000 per connection, so ours is higher. 0: no cap.
+    max_requests_per_connection: int = option(
+        100_000,
+        "streams per connection before GOAWAY rotates it (0: no cap)",
+        parse=parse_count,
+        metavar="N",
+    )
+    # Connections one worker holds at once; more are answered SETTINGS + GOAWAY(NO_ERROR) and
+    # closed at once, never an EMFILE. 0: automatic, (RLIMIT_NOFILE - 64) / 4 (the soft limit
+    # is raised to the hard one first), which also bounds any explicit value.
+    max_connections: int = option(
+        0, "connections per worker (0: from the fd limit)", parse=parse_count, metavar="N"
+    )
+    # Bytes queued in the transport for a peer that does not read. By design at most about
+    # 768 KiB is ever queued (a 256 KiB flush plus one 256 KiB frame plus the ACKs of one
+    # read); over this the connection is aborted (a GOAWAY could not be delivered anyway).
+    max_connection_buffer: int = option(
+        4 << 20,
+        "bytes queued for an unread socket before abort",
+        parse=parse_size,
+        metavar="BYTES",
+    )
+    # CONTINUATION floods and HPACK: a header block's raw size and frame count while it is
+    # collected (the decoded size is max_header_list_size). nginx caps the decoded list at
+    # 32 KiB (large_client_header_buffers 4 8k), h2o the raw block at 417,792 bytes.
+    max_header_block_size: int = option(
+        65536, "raw bytes of one header block", parse=parse_size, metavar="BYTES"
+    )
+    max_header_block_frames: int = option(
+        16,
+        "frames (HEADERS + CONTINUATION) in one header block",
+        parse=parse_positive_int,
+        metavar="N",
+    )
+    # Control-frame floods (CVE-2019-9512/9515/9518): frames per second per connection that
+    # cost work but carry no request; one more within the second is GOAWAY(ENHANCE_YOUR_CALM).
+    # Real clients send a handful per connection.
+    max_pings_per_second: int = option(
+        100, "PING frames per second per connection", parse=parse_positive_int, metavar="N"
+    )
+    max_settings_per_second: int = option(
+        100, "SETTINGS frames per second per connection", parse=parse_positive_int, metavar="N"
+    )
+    # Browsers that use the RFC 7540 tree send a few per request.
+    max_priority_per_second: int = option(
+        1000, "PRIORITY frames per second per connection", parse=parse_positive_int, metavar="N"
+    )
+    # Only increments under 1 KiB count (data dribble, CVE-2019-9511); real clients top up by
+    # several KiB, so a fast download acked frame by frame never trips this.
+    max_small_window_updates_per_second: int = option(
+        1000,
+        "WINDOW_UPDATEs under 1 KiB per second per connection",
+        parse=parse_positive_int,
+        metavar="N",
+    )
+    # Empty DATA frames without END_STREAM, and unknown extension frames (CVE-2019-9518).
+    max_empty_frames_per_second: int = option(
+        100,
+        "empty or unknown frames per second per connection",
+        parse=parse_positive_int,
+        metavar="N",
+    )
+    # Rapid reset (CVE-2023-44487): a connection may reset half the streams it opens plus this
+    # many (two full MAX_CONCURRENT_STREAMS windows cancelled) before GOAWAY(ENHANCE_YOUR_CALM).
+    # h2o penalises connections that reset more than half their requests the same way; nginx
+    # refuses streams past 2 x concurrent streams per read.
+    reset_budget: int = option(
+        256,
+        "peer resets beyond half the requests before GOAWAY",
+        parse=parse_count,
+        metavar="N",
+    )
 
     # -- operations (issue 7) -------------------------------------------------------------
+    # More than one worker (or --supervise) runs a supervisor: each worker accepts on its own
+    # SO_REUSEPORT socket of every --bind; dead workers restart; SIGHUP reloads without downtime.
+    workers: int = option(
+        1, "worker processes, or auto: one per core", parse=parse_workers, metavar="N|auto"
+    )
+    supervise: bool = option(
+        False,
+        "run the supervisor even with one worker (restarts, SIGHUP reloads)",
+        switch=True,
+        parse=parse_bool,
+    )
+    pid_file: str | None = option(None, "write the main process id here", metavar="FILE")
+    # A reload whose new workers do not all listen within this time is abandoned (old ones stay).
+    worker_start_timeout: float = option(
+        30.0, "how long new workers may take to listen", parse=parse_seconds, metavar="SECONDS"
+    )
 
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

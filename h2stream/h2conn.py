@@ -11,11 +11,51 @@ makes every encoded field a pure function of (name, value) and so cacheable.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, cast
 
 import h2.connection
-from hpack.hpack import Encoder, HuffmanEncoder, encode_integer
+import h2.events
+import h2.exceptions
+from h2.connection import ConnectionInputs
+from h2.errors import ErrorCodes
+from h2.exceptions import InvalidBodyLengthError
+from hpack.exceptions import HPACKError, OversizedHeaderListError
+from hpack.hpack import Decoder, Encoder, HuffmanEncoder, encode_integer
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
+from hyperframe.frame import (
+    AltSvcFrame,
+    DataFrame,
+    ExtensionFrame,
+    Frame,
+    PingFrame,
+    PriorityFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
+
+from .limits import (
+    EMPTY,
+    PING,
+    PRIORITY,
+    SETTINGS,
+    SMALL_WINDOW_UPDATE,
+    WINDOW_UPDATE,
+    FloodLimits,
+    LimitedFrameBuffer,
+)
+from .stats import STATS
+
+# Frames that are flood-counted whatever they hold (issue 6, limits.py); DATA, WINDOW_UPDATE
+# and RST_STREAM are judged by content below.
+_FLOOD_KIND: dict[type, int] = {
+    PingFrame: PING,
+    SettingsFrame: SETTINGS,
+    PriorityFrame: PRIORITY,
+    ExtensionFrame: EMPTY,
+    AltSvcFrame: EMPTY,
+}
 
 # Sweep h2's table of closed streams every this many finished streams (h2 does it on every
 # HEADERS frame, which costs O(open streams) per request).
@@ -23,9 +63,74 @@ _SWEEP_EVERY = 256
 
 
 class ServerConnection(h2.connection.H2Connection):
-    """h2's connection with stream counting handed to the session."""
+    """h2's connection with stream counting handed to the session, and flood accounting."""
 
     _finished_since_sweep = 0
+    # Flood counters (limits.py), installed by the session; None counts nothing.
+    flood: FloodLimits | None = None
+
+    def install_limits(self, flood: FloodLimits, frames: LimitedFrameBuffer) -> None:
+        """Count floods and cap header blocks; call before any data is received."""
+        self.flood = flood
+        self.incoming_buffer = frames
+
+    def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
+        # Per frame: one dict lookup and a few identity checks; a counted frame adds an
+        # increment and a compare (FloodLimits.hit). A FloodError raised here is a
+        # ProtocolError to h2, which queues GOAWAY(ENHANCE_YOUR_CALM).
+        flood = self.flood
+        if flood is not None:
+            cls = frame.__class__
+            kind = _FLOOD_KIND.get(cls)
+            if kind is not None:
+                flood.hit(kind)
+            elif cls is DataFrame:
+                data = cast(DataFrame, frame)
+                if not data.data and "END_STREAM" not in data.flags:
+                    flood.hit(EMPTY)
+            elif cls is WindowUpdateFrame:
+                if cast(WindowUpdateFrame, frame).window_increment < SMALL_WINDOW_UPDATE:
+                    flood.hit(WINDOW_UPDATE)
+            elif cls is RstStreamFrame:
+                # Only resets of streams still open count: a client answers DATA that was
+                # in flight after its own cancel with RST_STREAM(STREAM_CLOSED), legitimately.
+                stream = self.streams.get(frame.stream_id)
+                if stream is not None and not stream.closed:
+                    flood.peer_reset(self.highest_inbound_stream_id)
+        try:
+            return super()._receive_frame(frame)
+        except InvalidBodyLengthError:
+            # Only DATA raises it. RFC 9113 section 8.1.1 makes it a stream error; h2 would
+            # end the whole connection.
+            return self._body_length_mismatch(cast(DataFrame, frame))
+
+    def _body_length_mismatch(self, frame: DataFrame) -> list[h2.events.Event]:
+        """DATA disagreed with content-length: RST_STREAM(PROTOCOL_ERROR), connection lives.
+
+        h2 raised after counting the frame against both windows and before delivering it, so
+        the frame's connection-level credit goes back here (the stream's dies with it).
+        """
+        STATS.content_length_mismatch += 1
+        frames: list[Frame] = []
+        increment = self._inbound_flow_control_window_manager.process_bytes(
+            frame.flow_controlled_length
+        )
+        if increment:
+            update = WindowUpdateFrame(0)
+            update.window_increment = increment
+            frames.append(update)
+        self.state_machine.process_input(ConnectionInputs.SEND_RST_STREAM)
+        frames.extend(
+            self._get_stream_by_id(frame.stream_id).reset_stream(ErrorCodes.PROTOCOL_ERROR)
+        )
+        self._prepare_for_sending(frames)
+        return [
+            h2.events.StreamReset(
+                stream_id=frame.stream_id,
+                error_code=ErrorCodes.PROTOCOL_ERROR,
+                remote_reset=False,
+            )
+        ]
 
     @property
     def open_inbound_streams(self) -> int:
@@ -39,6 +144,46 @@ class ServerConnection(h2.connection.H2Connection):
         if self._finished_since_sweep >= _SWEEP_EVERY:
             self._finished_since_sweep = 0
             self._open_streams(1)
+
+
+class HeaderCompressionError(h2.exceptions.ProtocolError):
+    """A field block that does not decode: RFC 9113 section 4.3 makes that a connection error
+    of type COMPRESSION_ERROR (h2 reports PROTOCOL_ERROR)."""
+
+    error_code = ErrorCodes.COMPRESSION_ERROR
+
+
+class IndexedFastDecoder(Decoder):
+    """hpack's decoder with a fast path for blocks made only of table references.
+
+    A client that repeats a request sends a block of one-byte indexed fields after the first
+    time (h2load does, and so do browsers for most fields). Such a block changes no table
+    state, so it decodes to plain lookups; anything else goes through hpack as before.
+    """
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        try:
+            # Every byte >= 0x80 is an indexed field; 0xff would start a multi-byte index.
+            if raw and data and min(data) >= 0x80 and data.find(b"\xff") < 0:
+                return self._decode_indexed_only(data)
+            return super().decode(data, raw)
+        except OversizedHeaderListError:
+            raise  # h2 answers it as a denial of service (ENHANCE_YOUR_CALM)
+        except (HPACKError, IndexError, TypeError, UnicodeDecodeError) as exc:
+            raise HeaderCompressionError(f"cannot decode header block: {exc}") from exc
+
+    def _decode_indexed_only(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        get = self.header_table.get_by_index
+        headers = [get(byte & 0x7F) for byte in data]
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value) + 32
+        if size > self.max_header_list_size:
+            raise OversizedHeaderListError(
+                f"A header list larger than {self.max_header_list_size} has been received"
+            )
+        self._assert_valid_table_size()
+        return headers
 
 
 _STATIC_FULL: dict[tuple[bytes, bytes], int] = {}
@@ -77,6 +222,20 @@ def encode_field(name: bytes, value: bytes) -> bytes:
     return b"\x00" + _string(name) + _string(value)
 
 
+def _raw_string(data: bytes) -> bytes:
+    """An HPACK string literal without Huffman coding."""
+    length = len(data)
+    if length < 127:  # the length fits the 7-bit prefix: one byte, no hpack call
+        return length.to_bytes(1, "big") + data
+    return bytes(encode_integer(length, 7)) + data
+
+
+# Fields whose value is unique per response (request ids): caching them would only evict
+# reusable entries, and Huffman-coding a 32-character value costs about 10 us in pure Python,
+# so they are sent as plain literals behind a pre-encoded name.
+_UNCACHED: dict[bytes, bytes] = {b"x-request-id": b"\x00" + _string(b"x-request-id")}
+
+
 class ResponseHeaderEncoder:
     """Encodes response header blocks with no dynamic-table state, caching each field.
 
@@ -95,6 +254,10 @@ class ResponseHeaderEncoder:
         for header in headers:
             encoded = fields.get(header)
             if encoded is None:
+                literal = _UNCACHED.get(header[0])
+                if literal is not None:
+                    parts.append(literal + _raw_string(header[1]))
+                    continue
                 if len(fields) >= _FIELD_CACHE_MAX:
                     fields.clear()
                 encoded = fields[header] = encode_field(*header)

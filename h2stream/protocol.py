@@ -14,14 +14,19 @@ import socket
 from typing import TYPE_CHECKING, cast
 
 from . import http1
+from .limits import REFUSAL, limit_event
 from .session import Handler, Session
-from .sink import TransportSink
+from .sink import FLUSH_AT, TransportSink
 from .stats import STATS
+from .timeouts import ConnectionWatch
 
 if TYPE_CHECKING:
     from .server import Server
 
 log = logging.getLogger("h2stream.protocol")
+
+# After our FIN, how long a peer may take to close its side before we close the socket.
+LINGER_SECONDS = 5.0
 
 
 class H2Protocol(asyncio.Protocol):
@@ -36,18 +41,32 @@ class H2Protocol(asyncio.Protocol):
         self._sniffed = b""
         self._upgrade_allowed = not tls
         self._pump_scheduled = False
+        self._reading_paused = False
+        self._backlog_cap = server.config.max_send_frame_size + 65536
         self._loop = asyncio.get_running_loop()
+        # Timeout marks, checked by the server's sweeper (timeouts.py); None until accepted.
+        self.watch: ConnectionWatch | None = None
+        # Over --max-connections: answered with GOAWAY and closed, never counted as ours.
+        self._refused = False
 
     # -- transport callbacks -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        if len(self._server.connections) >= self._server.max_connections:
+            # Refused before anything is allocated (not even the sendfile socket duplicate):
+            # our SETTINGS and a GOAWAY(NO_ERROR) naming no stream tell an HTTP/2 client that
+            # nothing was processed and it may retry; then the fd is freed at once.
+            self._refused = True
+            limit_event("max_connections")
+            transport.write(REFUSAL)
+            transport.close()
+            return
         self._transport = transport
+        self.watch = ConnectionWatch(self, transport, self._server.config)
         STATS.connections_accepted += 1
         STATS.connections_active += 1
         self._server.connections.add(self)
-        # high=0: pause_writing means "the transport holds bytes", resume means "it is empty".
-        transport.set_write_buffer_limits(high=0, low=0)
         raw = None
         if not self._tls and self._server.config.sendfile:
             sock = transport.get_extra_info("socket")
@@ -55,16 +74,29 @@ class H2Protocol(asyncio.Protocol):
                 raw = socket.fromfd(sock.fileno(), sock.family, socket.SOCK_STREAM)
                 raw.setblocking(False)
         self._sink = TransportSink(transport, raw)
+        # Cleartext, high=0: pause_writing means "the transport holds bytes", resume means
+        # "it is empty", which the zero-copy path needs. TLS has its own record buffers and
+        # does not report "empty" reliably to an app transport set that tight, so it gets a
+        # bounded window of one copy-path flush instead.
+        if self._tls:
+            transport.set_write_buffer_limits(high=FLUSH_AT, low=FLUSH_AT // 4)
+        else:
+            transport.set_write_buffer_limits(high=0, low=0)
         if self._tls:
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
-                self._start_session()
+                self._start_session().start()
+                self._after_session_io()
 
     def data_received(self, data: bytes) -> None:
         try:
             session = self.session
             if session is not None:
+                if session.closed:
+                    return  # a lingering close (see _close): input is read and dropped
                 self._after_session_io(session.receive(data))
+                if not self._sink.writable:  # type: ignore[union-attr]
+                    self._cap_backlog()
             else:
                 self._sniff(data)
         except Exception:
@@ -73,23 +105,45 @@ class H2Protocol(asyncio.Protocol):
             self.abort()
 
     def pause_writing(self) -> None:
-        assert self._sink is not None and self._transport is not None
+        # Reading goes on: WINDOW_UPDATE, RST_STREAM and new (small) requests must still be
+        # seen while a big body fills the socket. What a peer that never reads could make
+        # us queue (acknowledgements) is capped in data_received instead.
+        assert self._sink is not None
         self._sink.writable = False
-        if not self._transport.is_closing():
-            self._transport.pause_reading()
 
     def resume_writing(self) -> None:
         assert self._sink is not None and self._transport is not None
         self._sink.writable = True
-        if not self._transport.is_closing():
-            self._transport.resume_reading()
+        if self._reading_paused:
+            self._reading_paused = False
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
         if self.session is not None:
-            self._pump()
+            try:
+                self._pump()
+            except Exception:
+                log.exception("internal error while writing; closing the connection")
+                self.abort()
+
+    def _cap_backlog(self) -> None:
+        """Stop reading while the transport holds more than one frame's rest plus a margin of
+        control frames: a peer that provokes ACKs but never reads gets no further."""
+        transport = self._transport
+        if (
+            transport is not None
+            and not self._reading_paused
+            and transport.get_write_buffer_size() > self._backlog_cap
+            and not transport.is_closing()
+        ):
+            self._reading_paused = True
+            transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         return False  # close our side too: nothing more can be requested
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
         STATS.connections_active -= 1
         self._server.connections.discard(self)
         if self.session is not None:
@@ -111,20 +165,42 @@ class H2Protocol(asyncio.Protocol):
         )
         if self._server.draining:
             self.session.goaway_sent = True
+        if self._transport is not None:
+            # Who and how, for the access log: once per connection, never per stream.
+            peer = self._transport.get_extra_info("peername")
+            if peer:
+                self.session.peer = str(peer[0])
+        self.session.tls = self._tls
         return self.session
 
     def _after_session_io(self, more: bool = False) -> None:
         assert self._sink is not None
         self._sink.flush()
+        if not self._sink.writable:
+            self._check_buffer()
         if more:
             self.schedule_pump()
+
+    def _check_buffer(self) -> None:
+        """--max-connection-buffer: a peer that does not read cannot make us queue more."""
+        transport = self._transport
+        if transport is not None and (
+            transport.get_write_buffer_size() > self._server.config.max_connection_buffer
+        ):
+            limit_event("connection_buffer")
+            transport.abort()
 
     def _pump(self) -> None:
         self._pump_scheduled = False
         session = self.session
         if session is None or session.closed:
             return
-        self._after_session_io(session.pump())
+        try:
+            self._after_session_io(session.pump())
+        except Exception:
+            # As in data_received: a bug (or a failing body source) costs one connection.
+            log.exception("internal error while sending; closing the connection")
+            self.abort()
 
     def schedule_pump(self) -> None:
         """Run the scheduler on a later loop iteration (after pending reads)."""
@@ -135,8 +211,34 @@ class H2Protocol(asyncio.Protocol):
     def _close(self) -> None:
         if self._sink is not None:
             self._sink.flush()
-        if self._transport is not None:
-            self._transport.close()
+        transport = self._transport
+        if transport is None:
+            return
+        if transport.can_write_eof() and not transport.is_closing():
+            # Lingering close (as nginx's lingering_close): FIN once the queued bytes are out,
+            # then read and drop until the peer closes. Closing with unread input (a slow
+            # reader's WINDOW_UPDATEs) makes the kernel send RST and discard what is still
+            # queued for the peer: the end of a download drained by SIGTERM would be lost.
+            # On the next loop turn, after the caller flushed what it still had queued.
+            self._loop.call_soon(self._linger, transport)
+        else:
+            transport.close()
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        if transport.is_closing():
+            return
+        if self._sink is not None:
+            self._sink.flush()
+        transport.write_eof()
+        transport.resume_reading()
+        self._loop.call_later(LINGER_SECONDS, transport.close)
+
+    def announce_shutdown(self) -> None:
+        """The first half of a graceful close (Session.announce_shutdown); sniffing
+        connections are left to become sessions or to be closed by :meth:`shutdown`."""
+        if self.session is not None:
+            self.session.announce_shutdown()
+            self._after_session_io()
 
     def shutdown(self) -> None:
         """Begin a graceful close (GOAWAY); sniffing connections just close."""

@@ -5,20 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .config import Config
+from .limits import connection_budget
 from .session import Handler, StreamObserver
+from .timeouts import Sweeper
 from .tls import make_self_signed, server_context
 
 if TYPE_CHECKING:
+    from .observe import Observability
     from .protocol import H2Protocol
 
 log = logging.getLogger("h2stream.server")
+
+# How long a draining server waits for PING ACKs before naming the last stream regardless.
+SHUTDOWN_NOTICE_SECONDS = 1.0
 
 
 class StartupError(Exception):
@@ -36,6 +43,14 @@ class Server:
         self.addresses: list[tuple[str, str, int]] = []  # (scheme, host, port) once listening
         # Called as each stream ends (access log, metrics); None costs nothing.
         self.on_stream_end: StreamObserver | None = None
+        # Access log, metrics observer and listener (observe.py): made in start() when
+        # --access-log or --metrics-bind is given, unless set before start().
+        self.observability: Observability | None = None
+        # Connections this worker holds at once (issue 6): --max-connections within the fd
+        # limit; set in start(), which may raise the soft RLIMIT_NOFILE first.
+        self.max_connections = 1 << 30
+        # The one timer that checks every connection's timeouts (timeouts.py).
+        self._sweeper: Sweeper | None = None
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         config = self.config
@@ -46,27 +61,57 @@ class Server:
             return server_context(config.certfile, config.keyfile or config.certfile)
         return None
 
-    async def start(self, announce: Callable[[str], None] | None = None) -> None:
+    async def start(
+        self, announce: Callable[[str], None] | None = None, sockets: Sequence[socket.socket] = ()
+    ) -> None:
+        """Listen on ``config.binds``, or on ``sockets`` already bound and listening (a worker
+        process accepts on the SO_REUSEPORT sockets its supervisor made: see supervisor.py)."""
         from .protocol import H2Protocol
 
         loop = asyncio.get_running_loop()
         context = self._ssl_context()
         tls = context is not None
         self._stopped = asyncio.Event()
-        for bind in self.config.binds:
+        config = self.config
+        if self.observability is None and (config.access_log or config.metrics_bind):
+            from .observe import Observability
+
+            self.observability = Observability(self)
+        if self.observability is not None:
+            self.observability.install()  # before any connection: sessions copy the observer
+
+        def protocol() -> H2Protocol:
+            return H2Protocol(self, self.handler, tls)
+
+        self.max_connections = connection_budget(config)
+        # Slowloris during the TLS handshake: it counts against the preface timeout.
+        handshake = config.preface_timeout or None if context is not None else None
+        for inherited in sockets:
+            self._listeners.append(
+                await loop.create_server(
+                    protocol,
+                    sock=inherited,
+                    ssl=context,
+                    backlog=1024,
+                    ssl_handshake_timeout=handshake,
+                )
+            )
+        for bind in () if sockets else self.config.binds:
             try:
                 listener = await loop.create_server(
-                    lambda: H2Protocol(self, self.handler, tls),
+                    protocol,
                     bind.host,
                     bind.port,
                     ssl=context,
                     reuse_address=True,
                     backlog=1024,
+                    ssl_handshake_timeout=handshake,
                 )
             except OSError as exc:
                 await self.close_listeners()
                 raise StartupError(f"cannot listen on {bind}: {exc.strerror or exc}") from exc
             self._listeners.append(listener)
+        for listener in self._listeners:
             for sock in listener.sockets:
                 host, port = sock.getsockname()[:2]
                 scheme = "https" if tls else "http"
@@ -75,6 +120,10 @@ class Server:
                 kind = "h2 over TLS" if tls else "h2c"
                 line = f"h2stream listening on {scheme}://{shown}:{port} ({kind})"
                 (announce or _print_line)(line)
+        if self.observability is not None:
+            await self.observability.start_listener(announce or _print_line)
+        self._sweeper = Sweeper(self.connections, config)
+        self._sweeper.start()
 
     async def close_listeners(self) -> None:
         for listener in self._listeners:
@@ -95,9 +144,19 @@ class Server:
         self.draining = True
         for listener in self._listeners:
             listener.close()
+        deadline = time.monotonic() + self.config.graceful_timeout
+        # Two GOAWAYs (Session.announce_shutdown): the last stream id is named only once the
+        # peer's PING ACK shows it saw the first, so no request crossing it is refused. Peers
+        # that have not answered within the notice (or are still sniffing) get it then.
+        for connection in list(self.connections):
+            connection.announce_shutdown()
+        notice = min(time.monotonic() + SHUTDOWN_NOTICE_SECONDS, deadline)
+        while time.monotonic() < notice and any(
+            c.session is None or not c.session.goaway_sent for c in self.connections
+        ):
+            await asyncio.sleep(0.01)
         for connection in list(self.connections):
             connection.shutdown()
-        deadline = time.monotonic() + self.config.graceful_timeout
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
@@ -105,6 +164,11 @@ class Server:
         # Let the aborted transports run their connection_lost callbacks.
         await asyncio.sleep(0)
         self._listeners.clear()
+        if self._sweeper is not None:
+            self._sweeper.stop()
+        if self.observability is not None:
+            # Last: /readyz said 503 through the drain, and the final log lines are written.
+            await self.observability.close()
 
 
 def _print_line(line: str) -> None:

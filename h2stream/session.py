@@ -31,14 +31,19 @@ from h2.connection import ConnectionInputs
 from h2.stream import StreamInputs
 from hyperframe.frame import GoAwayFrame
 
+from . import requestid
 from .bodies import Body, BytesBody, FrameSink
 from .config import Config
-from .h2conn import ResponseHeaderEncoder, ServerConnection
+from .h2conn import IndexedFastDecoder, ResponseHeaderEncoder, ServerConnection
+from .limits import FloodLimits, LimitedFrameBuffer, limit_event, note_protocol_error
 from .stats import STATS
+from .validation import request_problem, trailers_problem
 
 log = logging.getLogger("h2stream.session")
 
 SERVER_NAME = b"h2stream"
+# The opaque data of the PING that follows the first GOAWAY of a graceful close.
+SHUTDOWN_PING = b"h2s-gone"
 # A HEADERS frame header: length and type 0x1 packed as one word, flags, stream id.
 _HEADERS_FRAME = struct.Struct(">IBI")
 _END_STREAM = 0x1
@@ -50,9 +55,10 @@ _H2_CONFIG = h2.config.H2Configuration(
     header_encoding=None,
     validate_outbound_headers=False,
     normalize_outbound_headers=False,
-    # Never trust the peer: inbound validation stays on.
-    validate_inbound_headers=True,
-    normalize_inbound_headers=True,
+    # Never trust the peer: inbound headers are validated, by validation.py in one pass
+    # (a malformed request is then a stream error, as RFC 9113 section 8.1.1 asks).
+    validate_inbound_headers=False,
+    normalize_inbound_headers=False,
 )
 
 
@@ -65,6 +71,7 @@ class StreamState:
 
     __slots__ = (
         "blocked",
+        "blocked_since",
         "body",
         "bytes_sent",
         "first_byte_at",
@@ -104,6 +111,8 @@ class StreamState:
         self.queued = False
         # Parked on a zero stream window: the next WINDOW_UPDATE or SETTINGS wakes it.
         self.blocked = False
+        # When it was parked (time.monotonic()): the wait is counted when the window opens.
+        self.blocked_since = 0.0
         self.request_ended = False
         # Set by an application that reads the request body (else DATA is drained).
         self.request_body: RequestBodySink | None = None
@@ -171,6 +180,17 @@ class Session:
         self.wake = wake or (lambda: None)
         self._on_stream_end = on_stream_end
         self.conn = ServerConnection(config=_H2_CONFIG)
+        # Flood budgets and header-block caps (issue 6, limits.py).
+        self.conn.install_limits(
+            FloodLimits(config),
+            LimitedFrameBuffer(config.max_header_block_size, config.max_header_block_frames),
+        )
+        # hpack enforces the decoded size from the start, not only once our SETTINGS are acked.
+        self.conn.decoder.max_header_list_size = config.max_header_list_size
+        # Lifetime cap: the stream id at which GOAWAY rotates the connection (client ids are
+        # odd, so stream N is request (N + 1) / 2); one compare per request.
+        cap = config.max_requests_per_connection
+        self._rotate_at = 2 * cap - 1 if cap else 1 << 32
         self._headers = ResponseHeaderEncoder(self.conn.encoder)
         self.conn.local_settings = h2.settings.Settings(
             client=False,
@@ -181,6 +201,12 @@ class Session:
                 h2.settings.SettingCodes.MAX_FRAME_SIZE: config.max_frame_size,
             },
         )
+        # h2 reads these from its settings only at construction or on a change it made
+        # itself: applied here so the advertised values are the enforced ones.
+        self.conn.decoder.__class__ = IndexedFastDecoder
+        self.conn.decoder.max_header_list_size = config.max_header_list_size
+        self.conn.max_inbound_frame_size = config.max_frame_size
+        self.conn.incoming_buffer.max_frame_size = config.max_frame_size
         self.streams: dict[int, StreamState] = {}
         # Streams with body bytes and stream window to send, served round-robin.
         self._ready: collections.deque[StreamState] = collections.deque()
@@ -188,17 +214,25 @@ class Session:
             h2.events.RequestReceived: self._on_request,
             h2.events.DataReceived: self._on_data,
             h2.events.StreamEnded: self._on_stream_ended,
+            h2.events.TrailersReceived: self._on_trailers,
             h2.events.StreamReset: self._on_stream_reset,
             h2.events.WindowUpdated: self._on_window_updated,
             h2.events.RemoteSettingsChanged: self._on_settings_changed,
             h2.events.ConnectionTerminated: self._on_terminated,
+            h2.events.PingAckReceived: self._on_ping_ack,
         }
         self.goaway_sent = False
         self.closed = False
         self._last_stream_id = 0
+        self.shutdown_announced = False  # announce_shutdown() sent GOAWAY(2^31-1) and its PING
         # With Upgrade: h2c, stream 1's DATA waits for the client's preface (see DESIGN.md:
         # curl drops the connection if too much arrives with the 101).
         self._hold_data = False
+        # Request ids (see requestid.py for the policy); peer and transport for the access log,
+        # set by the I/O layer.
+        self._request_id = requestid.resolver(config)
+        self.peer = "-"
+        self.tls = False
 
     # -- start ---------------------------------------------------------------------------
 
@@ -215,7 +249,8 @@ class Session:
         self._grow_connection_window()
         self._hold_data = True
         self.flush()
-        self._open_stream(1, headers)
+        # The HTTP/1.1 request was complete: stream 1 starts half-closed (remote).
+        self._open_stream(1, headers, True)
 
     def _grow_connection_window(self) -> None:
         extra = self.config.connection_window_size - 65535
@@ -236,6 +271,11 @@ class Session:
         except h2.exceptions.ProtocolError as exc:
             # h2 has queued GOAWAY with the right code; send it and close.
             log.debug("protocol error from peer: %s", exc)
+            note_protocol_error(exc)
+            STATS.goaway_sent += 1
+            codes = STATS.goaway_sent_codes
+            code = int(exc.error_code)
+            codes[code] = codes.get(code, 0) + 1
             self.flush()
             self._close()
             return False
@@ -254,19 +294,29 @@ class Session:
             return
         self._last_stream_id = max(self._last_stream_id, stream_id)
         headers = event.headers or []
-        stream = self._open_stream(stream_id, headers)
-        if event.stream_ended is not None and stream is not None:
-            stream.request_ended = True
+        self._open_stream(stream_id, headers, event.stream_ended is not None)
+        if stream_id >= self._rotate_at and not self.goaway_sent:
+            # --max-requests-per-connection: this stream is answered, later ones are refused.
+            limit_event("requests_per_connection")
+            self.shutdown(stream_id)
 
     def _open_stream(
-        self, stream_id: int, headers: list[tuple[bytes, bytes]]
+        self, stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool
     ) -> StreamState | None:
+        """``ended``: END_STREAM came on the HEADERS (known to the handler before it runs; h2's
+        stream state may already reflect DATA frames of the same read, so it cannot tell)."""
         h2_stream = self.conn.streams.get(stream_id)
         if h2_stream is None or h2_stream.closed:
             # Reset by the peer in the same read that opened it: never dispatched.
             return None
+        problem = request_problem(headers)
+        if problem is not None:
+            log.debug("stream %d: malformed request: %s", stream_id, problem)
+            self.reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return None
         if len(self.streams) >= self.config.max_concurrent_streams:
             # RFC 9113 section 5.1.2: refuse the stream, keep the connection.
+            limit_event("refused_stream")
             self.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return None
         method = path = b""
@@ -278,6 +328,8 @@ class Session:
             elif not name.startswith(b":"):
                 break
         stream = StreamState(stream_id, h2_stream, method, path, headers)
+        stream.request_ended = ended
+        stream.request_id = self._request_id(headers)
         self.streams[stream_id] = stream
         STATS.streams_active += 1
         STATS.streams_total += 1
@@ -285,6 +337,7 @@ class Session:
         return stream
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
+        STATS.request_body_bytes += len(event.data)
         stream = self.streams.get(event.stream_id)
         reader = stream.request_body if stream is not None else None
         if reader is not None:
@@ -302,6 +355,12 @@ class Session:
             if self.conn._data_to_send:
                 self.wake()
 
+    def _on_trailers(self, event: h2.events.TrailersReceived) -> None:
+        problem = trailers_problem(event.headers or [])
+        if problem is not None:
+            log.debug("stream %d: malformed trailers: %s", event.stream_id, problem)
+            self.reset(event.stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+
     def _on_stream_ended(self, event: h2.events.StreamEnded) -> None:
         stream = self.streams.get(event.stream_id)
         if stream is not None:
@@ -310,11 +369,19 @@ class Session:
                 stream.request_body.end()
 
     def _on_stream_reset(self, event: h2.events.StreamReset) -> None:
-        STATS.rst_received += 1
+        code = int(event.error_code)
+        if event.remote_reset:
+            STATS.rst_received += 1
+            codes = STATS.rst_received_codes
+        else:
+            # Reset by our own connection object (h2conn: DATA beyond content-length).
+            STATS.rst_sent += 1
+            codes = STATS.rst_sent_codes
+        codes[code] = codes.get(code, 0) + 1
         stream = self.streams.get(event.stream_id)
         if stream is not None:
-            stream.reset_code = int(event.error_code)
-            stream.reset_by_peer = True
+            stream.reset_code = code
+            stream.reset_by_peer = event.remote_reset
         self._forget(event.stream_id)
 
     def _on_window_updated(self, event: h2.events.WindowUpdated) -> None:
@@ -323,6 +390,7 @@ class Session:
         stream = self.streams.get(event.stream_id)
         if stream is not None and stream.blocked:
             stream.blocked = False
+            STATS.flow_control_stall_seconds += time.monotonic() - stream.blocked_since
             self.schedule(stream)
 
     def _on_settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
@@ -331,11 +399,15 @@ class Session:
             for stream in self.streams.values():
                 if stream.blocked and stream.h2_stream.outbound_flow_control_window > 0:
                     stream.blocked = False
+                    STATS.flow_control_stall_seconds += time.monotonic() - stream.blocked_since
                     self.schedule(stream)
 
     def _on_terminated(self, event: h2.events.ConnectionTerminated) -> None:
         # h2 refuses to send anything after a GOAWAY from the peer: finish now.
         log.debug("peer sent GOAWAY code=%s", event.error_code)
+        codes = STATS.goaway_received_codes
+        code = int(event.error_code) if event.error_code is not None else 0
+        codes[code] = codes.get(code, 0) + 1
         self._close()
 
     # -- responses -----------------------------------------------------------------------
@@ -355,6 +427,8 @@ class Session:
             (b"date", DATES.get()),
             (b"server", SERVER_NAME),
         ]
+        if stream.request_id:
+            fields.append((requestid.HEADER, stream.request_id.encode()))
         end = body is None or body.done
         try:
             self._send_headers(stream, fields, end)
@@ -420,6 +494,8 @@ class Session:
         with contextlib.suppress(h2.exceptions.StreamClosedError):
             self.conn.reset_stream(stream_id, code)
         STATS.rst_sent += 1
+        codes = STATS.rst_sent_codes
+        codes[int(code)] = codes.get(int(code), 0) + 1
         stream = self.streams.get(stream_id)
         if stream is not None:
             stream.reset_code = int(code)
@@ -477,6 +553,7 @@ class Session:
                 pass  # waits for its producer, which calls schedule()
             elif h2_stream.outbound_flow_control_window <= 0:
                 stream.blocked = True
+                stream.blocked_since = time.monotonic()
                 STATS.flow_control_stalls += 1
             else:
                 stream.queued = True
@@ -508,6 +585,9 @@ class Session:
         if stream is None:
             return
         STATS.streams_active -= 1
+        if stream.blocked:
+            # Ended while parked (reset, connection lost): that wait was a stall too.
+            STATS.flow_control_stall_seconds += time.monotonic() - stream.blocked_since
         self.conn.stream_finished()
         body = stream.body
         if body is not None:
@@ -523,8 +603,9 @@ class Session:
         if self._on_stream_end is not None:
             self._on_stream_end(self, stream)
 
-    def shutdown(self) -> None:
-        """Graceful close: GOAWAY(NO_ERROR) naming the last stream we will answer.
+    def shutdown(self, last_stream_id: int | None = None) -> None:
+        """Graceful close: GOAWAY(NO_ERROR) naming the last stream we will answer (by default
+        the highest the peer opened; h2 has parsed the whole read batch by then).
 
         The frame is written by hand: after h2's own close_connection() it refuses to send
         DATA, and in-flight streams must still finish.
@@ -533,14 +614,54 @@ class Session:
             return
         self.goaway_sent = True
         STATS.goaway_sent += 1
+        codes = STATS.goaway_sent_codes
+        codes[0] = codes.get(0, 0) + 1  # NO_ERROR
         self.flush()
         frame = GoAwayFrame(0)
-        frame.last_stream_id = self.conn.highest_inbound_stream_id
+        if last_stream_id is None:
+            last_stream_id = self.conn.highest_inbound_stream_id
+        frame.last_stream_id = last_stream_id
         frame.error_code = h2.errors.ErrorCodes.NO_ERROR
         self._last_stream_id = frame.last_stream_id
         self.sink.write(frame.serialize())
         if not self.streams:
             self._close()
+
+    def announce_shutdown(self) -> None:
+        """The first half of a graceful close (RFC 9113 section 6.8): GOAWAY(NO_ERROR) with
+        the largest stream id, then a PING. The peer opens no new stream, and requests already
+        on the wire are still served; the PING's ACK proves the peer has seen the GOAWAY, and
+        then :meth:`shutdown` names the real last stream. A single GOAWAY naming the highest
+        stream so far would refuse requests crossing it, which a proxy multiplexing many
+        requests onto one connection (HAProxy) turns into failed client requests.
+        """
+        if self.goaway_sent or self.closed or self.shutdown_announced:
+            return
+        self.shutdown_announced = True
+        self.flush()
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = (1 << 31) - 1
+        frame.error_code = h2.errors.ErrorCodes.NO_ERROR
+        self.sink.write(frame.serialize())
+        self.conn.ping(SHUTDOWN_PING)
+        self.flush()
+
+    def _on_ping_ack(self, event: h2.events.PingAckReceived) -> None:
+        if self.shutdown_announced and event.ping_data == SHUTDOWN_PING:
+            self.shutdown()
+
+    def close_with(self, code: h2.errors.ErrorCodes) -> None:
+        """Connection error found outside a read (a timeout): GOAWAY(code), then close."""
+        if self.closed:
+            return
+        self.goaway_sent = True
+        STATS.goaway_sent += 1
+        codes = STATS.goaway_sent_codes
+        codes[int(code)] = codes.get(int(code), 0) + 1
+        # h2 refuses a second GOAWAY after the peer's own; then there is nothing to tell it.
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.conn.close_connection(code)
+        self._close()
 
     def _close(self) -> None:
         self.flush()

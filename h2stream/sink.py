@@ -14,6 +14,7 @@ import asyncio
 import os
 import socket
 
+from .bodies import DATA_HEADER
 from .stats import STATS
 
 # Queued bytes are handed to the transport once they reach this size, so a copy-path turn
@@ -64,28 +65,57 @@ class TransportSink:
         else:
             self._transport.write(b"".join(parts))
 
-    def send_file_frame(self, header: bytes, fd: int, offset: int, count: int) -> int:
+    def send_file_frames(
+        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int
+    ) -> tuple[int, bool]:
         self.flush()
         transport = self._transport
-        if not self.writable or transport.get_write_buffer_size():
-            return self._copy_rest(header, fd, offset, count)
-        assert self._sock is not None
+        sock = self._sock
+        if not self.writable or transport.get_write_buffer_size() or sock is None:
+            # Not our turn to touch the kernel: frame one through the transport.
+            n = min(max_frame, count)
+            got = self._copy_rest(DATA_HEADER.pack(n << 8, 0, stream_id), fd, offset, n)
+            return n, got == n
+        send = sock.send
+        sock_fd = self._sock_fd
+        pack = DATA_HEADER.pack
+        sendfile = os.sendfile
+        done = 0
+        zero_copy = 0
         try:
-            sent_header = self._sock.send(header, _MSG_MORE)
-        except BlockingIOError:
-            sent_header = 0
-        if sent_header < len(header):
-            return self._copy_rest(header[sent_header:], fd, offset, count)
-        try:
-            sent = os.sendfile(self._sock_fd, fd, offset, count)
-        except BlockingIOError:
-            sent = 0
-        STATS.body_bytes_sendfile += sent
-        if sent == count:
-            return count
-        # Socket full mid-frame (or the file ended early): finish the frame through the
-        # transport, which then pauses us until it drains.
-        return sent + self._copy_rest(b"", fd, offset + sent, count - sent)
+            while done < count:
+                n = min(max_frame, count - done)
+                header = pack(n << 8, 0, stream_id)
+                try:
+                    sent_header = send(header, _MSG_MORE)
+                except BlockingIOError:
+                    # Socket full: this frame goes through the transport, whose buffer
+                    # then pauses us until the kernel takes it (resume_writing).
+                    sent_header = 0
+                if sent_header < 9:
+                    got = self._copy_rest(header[sent_header:], fd, offset + done, n)
+                    return done + n, got == n
+                try:
+                    sent = sendfile(sock_fd, fd, offset + done, n)
+                except BlockingIOError:
+                    sent = 0
+                zero_copy += sent
+                if sent < n:
+                    # Socket full mid-frame (or the file ended early): finish this frame
+                    # through the transport, which then pauses us until it drains.
+                    got = self._copy_rest(b"", fd, offset + done + sent, n - sent)
+                    return done + n, got == n - sent
+                done += n
+        finally:
+            STATS.body_bytes_sendfile += zero_copy
+        return done, True
+
+    def send_file_frame(self, header: bytes, fd: int, offset: int, count: int) -> int:
+        """One frame whose header is given (flags 0): :meth:`send_file_frames` for a frame.
+        Returns ``count``, or less when the file shrank under it."""
+        stream_id = DATA_HEADER.unpack(header)[2]
+        sent, complete = self.send_file_frames(stream_id, fd, offset, count, count)
+        return sent if complete else 0
 
     def _copy_rest(self, prefix: bytes, fd: int, offset: int, count: int) -> int:
         payload = os.pread(fd, count, offset)

@@ -1,24 +1,37 @@
-"""The directory handler: GET and HEAD of files under ROOT, answered without a Task per request."""
+"""The directory handler: GET and HEAD of files under ROOT, answered without a Task per request.
+
+With an :class:`~h2stream.encoding.EncodingPolicy`, files of compressible types are negotiated:
+a precompressed sibling (``name.zst``, ``name.gz``) that the client accepts is served zero-copy
+with the original's content type and its own length and etag; otherwise the file is compressed
+as the window opens (64 KiB read at a time). Range requests get the identity file. Every
+other file costs the hot path one dict lookup (is this content type compressible?).
+"""
 
 from __future__ import annotations
 
 from .bodies import FileBody
-from .files import ALLOW, FileRoot, OpenFile, plan_file_response
+from .encoding import VARY, CompressedBody, EncodingPolicy, encoded_headers
+from .files import ALLOW, FileRoot, OpenFile, content_type_for, plan_file_response
 from .session import Session, StreamState
+from .sources import FileSource
+from .stats import STATS
 
 _REASONS = {
     400: b"bad request\n",
     403: b"forbidden\n",
     404: b"not found\n",
     405: b"method not allowed\n",
+    406: b"not acceptable\n",
 }
+_SIBLING_SUFFIX = {"zstd": b".zst", "gzip": b".gz"}
 
 
 class StaticFiles:
     """Serves ROOT. Call it as a session handler."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, policy: EncodingPolicy | None = None) -> None:
         self.root = FileRoot(root)
+        self.policy = policy
 
     def __call__(
         self, session: Session, stream: StreamState, headers: list[tuple[bytes, bytes]]
@@ -32,6 +45,10 @@ class StaticFiles:
         if not isinstance(opened, OpenFile):
             session.respond_bytes(stream, opened, _REASONS.get(opened, b"error\n"), head=head)
             return
+        policy = self.policy
+        if policy is not None and policy.compressible(opened.content_type):
+            self._negotiated(session, stream, headers, opened, policy)
+            return
         try:
             plan = plan_file_response(method, headers, opened)
         except BaseException:
@@ -44,3 +61,145 @@ class StaticFiles:
         session.respond(
             stream, plan.status, plan.headers, FileBody(opened.fd, plan.offset, plan.length, opened)
         )
+
+    # -- content negotiation (compressible types only) -----------------------------------
+
+    def _negotiated(
+        self,
+        session: Session,
+        stream: StreamState,
+        headers: list[tuple[bytes, bytes]],
+        opened: OpenFile,
+        policy: EncodingPolicy,
+    ) -> None:
+        try:
+            accept = has_range = None
+            for name, value in headers:
+                if name == b"accept-encoding":
+                    accept = value
+                elif name == b"range":
+                    has_range = value
+            coding = policy.select(accept, opened.size)
+            refuses_identity = policy.refuses_identity(accept)
+            if coding == "":
+                opened.close()
+                session.respond_bytes(
+                    stream, 406, _REASONS[406], extra=[VARY], head=stream.method == b"HEAD"
+                )
+                return
+            if has_range is not None:
+                if coding != "identity" and not refuses_identity:
+                    coding = "identity"  # ranges are served from the identity representation
+                elif coding != "identity":
+                    # Identity refused: the range is ignored (RFC 9110 §14.2 allows it).
+                    headers = [h for h in headers if h[0] != b"range"]
+            if coding == "identity":
+                self._identity(session, stream, headers, opened)
+                return
+            accepted = policy.preference(accept).accepted
+            for candidate in accepted if not refuses_identity else (coding,):
+                sibling = self._sibling(stream.path, candidate, opened)
+                if sibling is not None:
+                    opened.close()
+                    self._precompressed(session, stream, headers, opened, sibling, candidate)
+                    return
+            self._compress(session, stream, headers, opened, coding, policy)
+        except BaseException:
+            opened.close()
+            raise
+
+    def _identity(
+        self,
+        session: Session,
+        stream: StreamState,
+        headers: list[tuple[bytes, bytes]],
+        opened: OpenFile,
+    ) -> None:
+        plan = plan_file_response(stream.method, headers, opened)
+        fields = [*plan.headers, VARY]
+        if plan.length == 0:
+            opened.close()
+            session.respond(stream, plan.status, fields, None)
+            return
+        body = FileBody(opened.fd, plan.offset, plan.length, opened)
+        session.respond(stream, plan.status, fields, body)
+
+    def _sibling(self, raw_path: bytes, coding: str, original: OpenFile) -> OpenFile | None:
+        """``name.zst`` / ``name.gz`` next to the file, when it is there and not stale."""
+        path = raw_path.partition(b"?")[0].partition(b"#")[0]
+        last = path.rpartition(b"/")[2]
+        # A directory (its index was opened) has no sibling; neither has a name whose own
+        # type differs from what was opened (an index reached without the trailing slash).
+        if not last or content_type_for(last.decode("latin-1")) != original.content_type:
+            return None
+        opened = self.root.open(path + _SIBLING_SUFFIX[coding])
+        if not isinstance(opened, OpenFile):
+            return None
+        if opened.mtime < original.mtime:
+            opened.close()  # older than the file it compresses: stale, ignore it
+            return None
+        return opened
+
+    def _precompressed(
+        self,
+        session: Session,
+        stream: StreamState,
+        headers: list[tuple[bytes, bytes]],
+        original: OpenFile,
+        sibling: OpenFile,
+        coding: str,
+    ) -> None:
+        try:
+            plan = plan_file_response(stream.method, headers, sibling)
+        except BaseException:
+            sibling.close()
+            raise
+        fields = [VARY]
+        for name, value in plan.headers:
+            if name == b"content-type":
+                value = original._content_type_b
+            elif name == b"accept-ranges":
+                continue
+            fields.append((name, value))
+        if plan.status == 200:
+            fields.append((b"content-encoding", coding.encode()))
+            STATS.precompressed_responses += 1
+        if plan.length == 0:
+            sibling.close()
+            session.respond(stream, plan.status, fields, None)
+            return
+        body = FileBody(sibling.fd, plan.offset, plan.length, sibling)
+        session.respond(stream, plan.status, fields, body)
+
+    def _compress(
+        self,
+        session: Session,
+        stream: StreamState,
+        headers: list[tuple[bytes, bytes]],
+        opened: OpenFile,
+        coding: str,
+        policy: EncodingPolicy,
+    ) -> None:
+        # Preconditions are evaluated against the variant's own etag (RFC 9110 §8.8.3).
+        suffix = policy.etag_suffix[coding]
+        variant = OpenFile(
+            opened.fd,
+            opened.size,
+            opened.mtime,
+            opened.etag[:-1] + suffix + '"',
+            opened.last_modified,
+            opened.content_type,
+        )
+        plan = plan_file_response(stream.method, headers, variant)
+        if plan.status != 200:
+            opened.close()
+            session.respond(stream, plan.status, [*plan.headers, VARY], None)
+            return
+        fields = encoded_headers(plan.headers, coding)
+        if stream.method == b"HEAD":
+            opened.close()
+            session.respond(stream, 200, fields, None)
+            return
+        source = FileSource(opened.fd, 0, opened.size, opened)
+        body = CompressedBody(source, policy.encoder(coding, opened.size))
+        session.respond(stream, 200, fields, body)

@@ -6,7 +6,7 @@ annotations.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class Stats:
@@ -25,21 +25,53 @@ class Stats:
     streams_active: int
     streams_total: int
     # -- streaming, compression, uploads (issue 4) -------------------------------------------
+    # Compressed body bytes framed, by coding (also counted in body_bytes_copy: how they leave).
+    body_bytes_zstd: int
+    body_bytes_gzip: int
+    # Responses served from a precompressed sibling file (name.zst / name.gz), zero-copy.
+    precompressed_responses: int
+    # Request bodies refused with 413 (content-length over the limit, or crossing it).
+    request_body_too_large: int
+    # DATA that disagreed with content-length: stream reset with PROTOCOL_ERROR.
+    content_length_mismatch: int
     # -- observability (issue 5) -----------------------------------------------------------
+    # Request body (DATA payload) bytes received, whether an app read them or they were drained.
+    request_body_bytes: int
+    # Tables keyed by HTTP/2 error code (int) -> count. They change only when a RST_STREAM or
+    # GOAWAY goes or comes, never per frame; the plain totals above stay the per-event counters.
+    rst_sent_codes: dict[int, int]
+    rst_received_codes: dict[int, int]
+    goaway_sent_codes: dict[int, int]
+    goaway_received_codes: dict[int, int]
+    # Limits that fired and floods detected, kind -> count (issue 6 names the kinds, e.g.
+    # "rapid_reset", "ping_flood"). Count with: t[kind] = t.get(kind, 0) + 1
+    limit_events: dict[str, int]
     # -- hardening (issue 6) ---------------------------------------------------------------
     # -- operations (issue 7) --------------------------------------------------------------
 
     FIELDS: ClassVar[tuple[str, ...]]
+    # The dict-annotated fields: counters keyed by a label (error code, kind).
+    TABLES: ClassVar[tuple[str, ...]]
 
     def __init__(self) -> None:
         for name in self.FIELDS:
             setattr(self, name, 0)
+        for name in self.TABLES:
+            setattr(self, name, {})
 
     def snapshot(self) -> dict[str, int | float]:
         return {name: getattr(self, name) for name in self.FIELDS}
 
+    def tables(self) -> dict[str, dict[Any, int]]:
+        """Copies of the keyed counters (``TABLES``), for exporters."""
+        return {name: dict(getattr(self, name)) for name in self.TABLES}
 
-Stats.FIELDS = tuple(name for name in Stats.__annotations__ if name != "FIELDS")
+
+_KINDS = {
+    name: kind for name, kind in Stats.__annotations__.items() if name not in ("FIELDS", "TABLES")
+}
+Stats.FIELDS = tuple(name for name, kind in _KINDS.items() if not kind.startswith("dict"))
+Stats.TABLES = tuple(name for name, kind in _KINDS.items() if kind.startswith("dict"))
 
 # One per process: workers are processes, so no counter is ever shared between threads.
 STATS = Stats()

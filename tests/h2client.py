@@ -56,6 +56,11 @@ class RawH2Client:
         self.conn = h2.connection.H2Connection(config=config)
         if settings:
             self.conn.local_settings = h2.settings.Settings(client=True, initial_values=settings)
+            # h2 takes initial values as already acknowledged and never applies them itself.
+            frame_size = settings.get(h2.settings.SettingCodes.MAX_FRAME_SIZE)
+            if frame_size:
+                self.conn.max_inbound_frame_size = frame_size
+                self.conn.incoming_buffer.max_frame_size = frame_size
         self.conn.initiate_connection()
         if connection_window is not None:
             self.conn.increment_flow_control_window(connection_window - 65535)

@@ -1,0 +1,112 @@
+"""Per-request CPU cost of the protocol core, without sockets: ``python -m bench.micro_session``.
+
+Drives a :class:`~h2stream.session.Session` with batches of GET requests produced by a real h2
+client connection and answers them with the directory handler; the sink discards frames (but
+reads file payloads, as the copy path would). Reports CPU microseconds per request (process
+time, so other load on the machine matters less), and with ``--profile`` the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import tempfile
+import time
+
+import h2.config
+import h2.connection
+
+from h2stream.config import Config
+from h2stream.session import Session
+from h2stream.static import StaticFiles
+
+
+class DiscardingSink:
+    writable = True
+    use_sendfile = False
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.bytes += len(data)
+
+    def send_file_frame(self, header: bytes, fd: int, offset: int, count: int) -> int:
+        self.bytes += len(header) + len(os.pread(fd, count, offset))
+        return count
+
+
+def client_batches(path: str, batches: int, per_batch: int) -> tuple[bytes, list[bytes]]:
+    config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+    client = h2.connection.H2Connection(config=config)
+    client.initiate_connection()
+    client.increment_flow_control_window(1 << 30)
+    preface = client.data_to_send()
+    out = []
+    for _ in range(batches):
+        for _ in range(per_batch):
+            stream_id = client.get_next_available_stream_id()
+            client.send_headers(
+                stream_id,
+                [
+                    (b":method", b"GET"),
+                    (b":scheme", b"http"),
+                    (b":authority", b"127.0.0.1:8080"),
+                    (b":path", path.encode()),
+                    (b"user-agent", b"h2load nghttp2/1.52.0"),
+                ],
+                end_stream=True,
+            )
+        out.append(client.data_to_send())
+    return preface, out
+
+
+def run(requests: int, per_batch: int, size: int, profile: bool) -> float:
+    with tempfile.TemporaryDirectory() as root:
+        with open(os.path.join(root, "f.bin"), "wb") as f:
+            f.write(os.urandom(size))
+        config = Config(root=root, max_concurrent_streams=per_batch)
+        sink = DiscardingSink()
+        session = Session(config, sink, StaticFiles(root), on_close=lambda: None)
+        session.start()
+        preface, batches = client_batches("/f.bin", requests // per_batch, per_batch)
+        session.receive(preface)
+        profiler = cProfile.Profile() if profile else None
+        start = time.process_time()
+        if profiler:
+            profiler.enable()
+        for batch in batches:
+            session.receive(batch)
+        if profiler:
+            profiler.disable()
+        elapsed = time.process_time() - start
+        if profiler:
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        return elapsed / (len(batches) * per_batch) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--per-batch", type=int, default=100)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    if args.profile:
+        run(args.requests, args.per_batch, args.size, True)
+        return
+    results = sorted(
+        run(args.requests, args.per_batch, args.size, False) for _ in range(args.rounds)
+    )
+    print(
+        f"session: {results[len(results) // 2]:.1f} us CPU per request "
+        f"(median of {args.rounds}; min {results[0]:.1f}, max {results[-1]:.1f}), "
+        f"{args.size}-byte file, {args.per_batch} requests per read"
+    )
+
+
+if __name__ == "__main__":
+    main()

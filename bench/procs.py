@@ -1,0 +1,119 @@
+"""Start a server process, wait until it accepts on loopback, stop it by its pid.
+
+Only processes this module started are ever signalled: the Popen's pid and, if it forked
+workers, the descendants psutil finds under that pid at stop time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+LOOPBACK = "127.0.0.1"
+
+
+class StartError(RuntimeError):
+    """The server exited, or did not accept connections, before its deadline."""
+
+
+def free_port() -> int:
+    """A port that was free a moment ago: bind port 0 on loopback, read it, release it.
+
+    Peers take a port on their command line or in a config file, so the harness cannot hand them
+    a bound socket; the tiny window between probe and bind is accepted (start retries on it).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Started:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    argv: list[str]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def start(argv: list[str], *, env: dict[str, str], cwd: Path, log_path: Path) -> Started:
+    """Spawn ``argv`` with its output in ``log_path`` (a pipe could fill and stall the server)."""
+    full_env = {**os.environ, **env}
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Own session: a Ctrl-C in the harness's terminal reaches the harness, which then
+            # stops each server in order, instead of racing all of them at once.
+            start_new_session=True,
+        )
+    return Started(proc, log_path, argv)
+
+
+def log_tail(path: Path, limit: int = 1200) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-limit:].decode("utf-8", "replace").strip()
+
+
+def wait_accepting(started: Started, port: int, timeout: float) -> float:
+    """Return seconds until a TCP connect to ``port`` succeeds; raise StartError otherwise."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        code = started.proc.poll()
+        if code is not None:
+            raise StartError(f"exited with {code}: {log_tail(started.log_path)}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            try:
+                s.connect((LOOPBACK, port))
+            except OSError:
+                time.sleep(0.05)
+                continue
+        return time.monotonic() - t0
+    raise StartError(f"not accepting on port {port} after {timeout:.0f}s")
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def stop(started: Started, grace: float = 5.0) -> int | None:
+    """SIGTERM the server, SIGKILL it (and descendants it left) after ``grace`` seconds."""
+    proc = started.proc
+    kids = _descendants(proc.pid)
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=grace)
+    # Workers that outlived their parent (a multi-process server killed hard) are ours too.
+    for kid in kids:
+        with contextlib.suppress(psutil.Error):
+            if kid.is_running():
+                kid.kill()
+    return proc.returncode

@@ -1,0 +1,46 @@
+"""Every server configuration the harness knows, in the order the table lists them."""
+
+from __future__ import annotations
+
+from bench.servers.base import H2C, TLS, Context, Launch, Server
+from bench.servers.caddy import Caddy
+from bench.servers.h2o import H2O
+from bench.servers.h2stream import H2Stream, H2StreamMemory, H2StreamNoSendfile
+from bench.servers.nginx import Nginx, NginxSendfile
+from bench.servers.python_peers import (
+    Granian,
+    GranianMemory,
+    Hypercorn,
+    HypercornMemory,
+    UvicornZttp,
+    UvicornZttpMemory,
+)
+
+ALL: tuple[Server, ...] = (
+    H2Stream(),
+    H2StreamNoSendfile(),
+    H2StreamMemory(),
+    Nginx(),
+    NginxSendfile(),
+    H2O(),
+    Caddy(),
+    Hypercorn(),
+    HypercornMemory(),
+    Granian(),
+    GranianMemory(),
+    UvicornZttp(),
+    UvicornZttpMemory(),
+)
+BY_NAME = {s.name: s for s in ALL}
+
+__all__ = ["ALL", "BY_NAME", "H2C", "TLS", "Context", "Launch", "Server", "select"]
+
+
+def select(names: str | None) -> list[Server]:
+    if not names:
+        return list(ALL)
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown server(s) {unknown}; known: {', '.join(BY_NAME)}")
+    return [BY_NAME[n] for n in wanted]

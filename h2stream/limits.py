@@ -1,0 +1,232 @@
+"""Per-connection abuse accounting: flood budgets, header-block caps and the fd budget.
+
+h2 counts none of the known HTTP/2 floods, so each connection carries a :class:`FloodLimits`
+that :class:`h2stream.h2conn.ServerConnection` feeds from its frame dispatch. A frame that
+costs us work but carries no request or payload (PING, SETTINGS, PRIORITY, a WINDOW_UPDATE with
+a tiny increment, an empty DATA frame, an unknown extension frame) is one integer increment
+and one comparison; only when a budget is exceeded is the clock read, and a budget exceeded
+within one window raises :class:`FloodError`, which h2 turns into GOAWAY(ENHANCE_YOUR_CALM)
+exactly as it does for its own protocol errors.
+
+Peer resets (rapid reset, CVE-2023-44487) are judged against the requests the peer opened, as
+h2o does: a connection may reset up to half of its requests plus ``reset_budget`` more. The
+request count comes free from the highest stream id, so a reset costs one increment too.
+
+:class:`LimitedFrameBuffer` caps a header block (HEADERS + CONTINUATION) in raw bytes and in
+frames while it is being collected, so a CONTINUATION flood (CVE-2024-27316 family) ends the
+connection before the block grows; the decoded size is capped by hpack itself
+(SETTINGS_MAX_HEADER_LIST_SIZE), which h2 reports as a DenialOfServiceError.
+
+Every limit that fires is counted in ``STATS.limit_events`` under its kind.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from typing import TYPE_CHECKING
+
+import h2.errors
+import h2.exceptions
+from h2.frame_buffer import FrameBuffer
+from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame
+
+from .stats import STATS
+
+if TYPE_CHECKING:
+    from .config import Config
+
+log = logging.getLogger("h2stream.limits")
+
+# Flood kinds: indexes into FloodLimits.counts, and their names in STATS.limit_events.
+PING, SETTINGS, PRIORITY, WINDOW_UPDATE, EMPTY = range(5)
+FLOOD_KINDS = (
+    "ping_flood",
+    "settings_flood",
+    "priority_flood",
+    "window_update_flood",
+    "empty_frame_flood",
+)
+# A WINDOW_UPDATE smaller than this is "small": the data-dribble attack (CVE-2019-9511) makes a
+# server cut tiny DATA frames with them. Real clients replenish by at least a few KiB (nghttp2
+# when half a window is used, Go from 4 KiB), so only small ones are budgeted: a fast download
+# acked frame by frame is never mistaken for a flood.
+SMALL_WINDOW_UPDATE = 1024
+# Budgets are per this many seconds.
+WINDOW_SECONDS = 1.0
+
+# fds a connection may need: its socket, the socket's duplicate for sendfile, and room for
+# about two open files; the rest of RLIMIT_NOFILE after FD_RESERVE (listeners, the loop, logs)
+# is shared out this way, so accept() never meets EMFILE and file opens rarely do (a 503 then).
+FDS_PER_CONNECTION = 4
+FD_RESERVE = 64
+# Raising the soft RLIMIT_NOFILE to the hard one is free (Go does it at startup); this caps it.
+FD_SOFT_MAX = 1 << 20
+
+
+def _refusal() -> bytes:
+    settings = SettingsFrame(0)
+    goaway = GoAwayFrame(0)
+    goaway.last_stream_id = 0
+    goaway.error_code = h2.errors.ErrorCodes.NO_ERROR
+    goaway.additional_data = b"connection limit"
+    return settings.serialize() + goaway.serialize()
+
+
+# What a connection over --max-connections gets before it is closed: our (empty) SETTINGS, as
+# the server preface must come first, then GOAWAY(NO_ERROR) with last stream 0: "nothing of
+# yours was processed, retry elsewhere".
+REFUSAL = _refusal()
+
+
+def limit_event(kind: str) -> None:
+    """Count one limit that fired (a dict increment: never on a per-frame path)."""
+    events = STATS.limit_events
+    events[kind] = events.get(kind, 0) + 1
+
+
+class FloodError(h2.exceptions.DenialOfServiceError):
+    """A flood budget was exceeded: h2 answers GOAWAY(ENHANCE_YOUR_CALM) and we close."""
+
+    error_code = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class FloodLimits:
+    """One connection's flood counters and their budgets (all from Config)."""
+
+    __slots__ = ("budgets", "counts", "reset_budget", "resets", "since")
+
+    def __init__(self, config: Config) -> None:
+        self.budgets = (
+            config.max_pings_per_second,
+            config.max_settings_per_second,
+            config.max_priority_per_second,
+            config.max_small_window_updates_per_second,
+            config.max_empty_frames_per_second,
+        )
+        self.counts = [0, 0, 0, 0, 0]
+        self.resets = 0
+        self.reset_budget = config.reset_budget
+        self.since = time.monotonic()
+
+    def hit(self, kind: int) -> None:
+        """One more frame of ``kind``: the per-frame cost is this increment and compare."""
+        counts = self.counts
+        counts[kind] += 1
+        if counts[kind] > self.budgets[kind]:
+            self._over(kind)
+
+    def _over(self, kind: int) -> None:
+        now = time.monotonic()
+        if now - self.since >= WINDOW_SECONDS:
+            # The budget was spread over more than one window: start a new window.
+            self.since = now
+            counts = self.counts
+            for index in range(len(counts)):
+                counts[index] = 0
+            counts[kind] = 1
+            return
+        name = FLOOD_KINDS[kind]
+        self._fire(name)
+
+    def peer_reset(self, highest_stream_id: int) -> None:
+        """A RST_STREAM from the peer. ``highest_stream_id`` tells how many streams it opened."""
+        self.resets += 1
+        # Client stream ids are odd: (id + 1) // 2 streams opened; a quarter is half of them.
+        if self.resets > self.reset_budget + (highest_stream_id + 1) // 4:
+            self._fire("rapid_reset")
+
+    def _fire(self, name: str) -> None:
+        limit_event(name)
+        log.info("flood (%s): GOAWAY(ENHANCE_YOUR_CALM)", name)
+        raise FloodError(name)
+
+
+class HeaderBlockError(h2.exceptions.DenialOfServiceError):
+    """A header block outgrew its cap in raw bytes or frames."""
+
+    error_code = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+
+class LimitedFrameBuffer(FrameBuffer):
+    """h2's frame buffer with the header block capped while it is collected.
+
+    h2 itself stops at 64 CONTINUATION frames, but each may be as large as
+    SETTINGS_MAX_FRAME_SIZE, and a block it has collected is decoded in one piece.
+    """
+
+    def __init__(self, max_block_bytes: int, max_block_frames: int) -> None:
+        super().__init__(server=True)
+        self.max_block_bytes = max_block_bytes
+        self.max_block_frames = max_block_frames
+        self._block_bytes = 0
+        self._block_frames = 0
+
+    def _update_header_buffer(self, f: Frame | None) -> Frame | None:
+        cls = f.__class__
+        if cls is ContinuationFrame:
+            if self._headers_buffer:
+                assert isinstance(f, ContinuationFrame)
+                self._block_bytes += len(f.data)
+                self._block_frames += 1
+                if self._block_frames > self.max_block_frames:
+                    self._fire("header_block_frames")
+                if self._block_bytes > self.max_block_bytes:
+                    self._fire("header_block_size")
+        elif cls is HeadersFrame:
+            assert isinstance(f, HeadersFrame)
+            self._block_bytes = len(f.data)
+            self._block_frames = 1
+            if self._block_bytes > self.max_block_bytes:
+                self._fire("header_block_size")
+        return super()._update_header_buffer(f)
+
+    def _fire(self, name: str) -> None:
+        limit_event(name)
+        log.info("header block over its cap (%s): GOAWAY(ENHANCE_YOUR_CALM)", name)
+        raise HeaderBlockError(name)
+
+    def header_block_pending(self) -> bool:
+        """Whether the peer is part-way through a header block (or a frame that may be one)."""
+        if self._headers_buffer:
+            return True
+        data = self._data
+        # Byte 3 of a frame header is its type: HEADERS (1) or CONTINUATION (9); with fewer
+        # than 4 bytes buffered the type is not known yet.
+        return bool(data) and (len(data) < 4 or data[3] in (0x1, 0x9))
+
+
+def note_protocol_error(exc: h2.exceptions.ProtocolError) -> None:
+    """Count the limits h2 and hpack enforce themselves (ours count when they fire)."""
+    if isinstance(exc, FloodError | HeaderBlockError):
+        return
+    if isinstance(exc, h2.exceptions.DenialOfServiceError):
+        # hpack's decoded-size cap (SETTINGS_MAX_HEADER_LIST_SIZE): an HPACK bomb.
+        limit_event("header_list_size")
+    elif "continuation" in str(exc).lower():
+        # h2's own cap of 64 CONTINUATION frames (only if ours is set higher).
+        limit_event("header_block_frames")
+
+
+def connection_budget(config: Config) -> int:
+    """How many connections this process accepts at once: ``--max-connections``, and never
+    more than the fd limit can carry (see FDS_PER_CONNECTION)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard == resource.RLIM_INFINITY else min(hard, FD_SOFT_MAX)
+    if wanted == resource.RLIM_INFINITY:
+        wanted = FD_SOFT_MAX
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        soft = FD_SOFT_MAX
+    by_fds = max(1, (soft - FD_RESERVE) // FDS_PER_CONNECTION)
+    return min(config.max_connections, by_fds) if config.max_connections else by_fds

@@ -1,0 +1,208 @@
+"""Connection timeouts driven by one timer per worker: preface, header block, idle and send.
+
+A timer per frame or per read would put work on the hot path, so nothing is recorded there.
+Each connection carries a :class:`ConnectionWatch` of a few marks, and the server's
+:class:`Sweeper` checks every connection every ``interval`` seconds (a quarter of the smallest
+timeout, at most one second). A mark is a cheap snapshot compared between sweeps: the highest
+stream id the peer opened (new requests), the bytes streams have sent, the transport's queue.
+A timeout therefore fires between its value and its value plus one interval after the fact.
+
+What fires, and the answer (every one counted in ``STATS.limit_events``):
+
+- ``preface_timeout``: no TLS handshake (uvloop's ``ssl_handshake_timeout``) or no connection
+  preface / h2c Upgrade head in time: the socket is closed.
+- ``header_timeout``: a header block begun and not finished in time (slowloris inside
+  HTTP/2): GOAWAY(ENHANCE_YOUR_CALM).
+- ``idle_timeout``: no open stream and no new request in time: GOAWAY(NO_ERROR). PINGs and
+  other control frames do not keep a connection alive.
+- ``send_timeout``: a stream parked on a zero stream window that long is reset with CANCEL:
+  the peer broke no rule, we give up the response and free its file.
+- ``stalled_connection``: output that does not move for the send timeout (a socket the peer
+  never reads, or a connection window it never reopens) closes the connection: GOAWAY when it
+  can still be written, an abort when the transport is the thing that is stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import h2.errors
+
+from .limits import LimitedFrameBuffer, limit_event
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .protocol import H2Protocol
+    from .session import Session
+
+log = logging.getLogger("h2stream.timeouts")
+
+CANCEL = h2.errors.ErrorCodes.CANCEL
+ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+# Sweep bounds: often enough that a 1 s timeout in a test fires promptly, and never more
+# than once a second for the default timeouts (10 s and up).
+MIN_INTERVAL = 0.05
+MAX_INTERVAL = 1.0
+
+
+def sweep_interval(config: Config) -> float:
+    timeouts = [
+        t
+        for t in (
+            config.preface_timeout,
+            config.header_timeout,
+            config.idle_timeout,
+            config.send_timeout,
+        )
+        if t > 0
+    ]
+    if not timeouts:
+        return MAX_INTERVAL  # still sweeps for the buffer cap and stuck closes
+    return min(MAX_INTERVAL, max(MIN_INTERVAL, min(timeouts) / 4))
+
+
+class ConnectionWatch:
+    """The timeout marks of one connection; :meth:`check` runs once per sweep."""
+
+    __slots__ = (
+        "born",
+        "closing_since",
+        "config",
+        "header_mark",
+        "header_since",
+        "idle_mark",
+        "idle_since",
+        "protocol",
+        "stall_mark",
+        "stall_since",
+        "transport",
+    )
+
+    def __init__(self, protocol: H2Protocol, transport: asyncio.Transport, config: Config) -> None:
+        self.protocol = protocol
+        self.transport = transport
+        self.config = config
+        self.born = time.monotonic()
+        self.closing_since: float | None = None
+        self.header_since: float | None = None
+        self.header_mark = -1
+        self.idle_since: float | None = None
+        self.idle_mark = -1
+        self.stall_since: float | None = None
+        self.stall_mark: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def check(self, now: float) -> None:
+        transport = self.transport
+        config = self.config
+        if transport.is_closing():
+            # close() waits for the queue to drain; a peer that never reads would hold the
+            # socket forever.
+            if self.closing_since is None:
+                self.closing_since = now
+            elif config.send_timeout and now - self.closing_since >= config.send_timeout:
+                limit_event("stalled_connection")
+                transport.abort()
+            return
+        if transport.get_write_buffer_size() > config.max_connection_buffer:
+            limit_event("connection_buffer")
+            transport.abort()
+            return
+        session = self.protocol.session
+        if session is None:
+            if config.preface_timeout and now - self.born >= config.preface_timeout:
+                limit_event("preface_timeout")
+                log.debug("no connection preface in %.1f s: closing", config.preface_timeout)
+                transport.close()
+            return
+        if session.closed:
+            return
+        highest = session.conn.highest_inbound_stream_id
+        if config.header_timeout and self._header_pending(session):
+            if self.header_since is None or self.header_mark != highest:
+                self.header_since, self.header_mark = now, highest
+            elif now - self.header_since >= config.header_timeout:
+                limit_event("header_timeout")
+                log.debug("header block unfinished for %.1f s: GOAWAY", config.header_timeout)
+                session.close_with(ENHANCE_YOUR_CALM)
+                return
+        else:
+            self.header_since = None
+        if session.streams or session.goaway_sent:
+            self.idle_since = None
+        elif self.idle_since is None or self.idle_mark != highest:
+            self.idle_since, self.idle_mark = now, highest
+        elif config.idle_timeout and now - self.idle_since >= config.idle_timeout:
+            limit_event("idle_timeout")
+            self.protocol.shutdown()
+            return
+        if config.send_timeout:
+            self._check_send(now, session, config.send_timeout)
+
+    @staticmethod
+    def _header_pending(session: Session) -> bool:
+        frames = session.conn.incoming_buffer
+        return isinstance(frames, LimitedFrameBuffer) and frames.header_block_pending()
+
+    def _check_send(self, now: float, session: Session, timeout: float) -> None:
+        streams = session.streams
+        reset = False
+        for stream in list(streams.values()):
+            if stream.blocked and now - stream.blocked_since >= timeout:
+                limit_event("send_timeout")
+                log.debug("stream %d: zero window for %.1f s: CANCEL", stream.stream_id, timeout)
+                session.reset(stream.stream_id, CANCEL)
+                reset = True
+        if reset:
+            self.protocol.schedule_pump()  # its turn flushes the RST_STREAM frames
+        buffered = self.transport.get_write_buffer_size()
+        window = session.conn.outbound_flow_control_window
+        if not buffered and (window > 0 or not streams):
+            self.stall_since = None
+            return
+        mark = (buffered, window, len(streams), sum(s.bytes_sent for s in streams.values()))
+        if self.stall_since is None or mark != self.stall_mark:
+            self.stall_since, self.stall_mark = now, mark
+        elif now - self.stall_since >= timeout:
+            limit_event("stalled_connection")
+            if buffered:
+                log.debug("peer read nothing for %.1f s: aborting", timeout)
+                self.transport.abort()
+            else:
+                log.debug("no connection window for %.1f s: GOAWAY", timeout)
+                session.close_with(ENHANCE_YOUR_CALM)
+
+
+class Sweeper:
+    """One timer per server: checks every connection's watch once per interval."""
+
+    def __init__(self, connections: set[H2Protocol], config: Config) -> None:
+        self._connections = connections
+        self.interval = sweep_interval(config)
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_later(self.interval, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for protocol in list(self._connections):
+            watch = protocol.watch
+            if watch is None:
+                continue
+            try:
+                watch.check(now)
+            except Exception:
+                log.exception("timeout check failed; closing the connection")
+                protocol.abort()
+        assert self._loop is not None
+        self._handle = self._loop.call_later(self.interval, self._tick)

@@ -1,0 +1,150 @@
+"""One worker process under the supervisor: ``python -m h2stream.worker`` (internal).
+
+The supervisor (supervisor.py) starts a fresh interpreter per worker, so a reload re-imports
+the code, and hands it:
+
+- the listening sockets (inherited fds, bound with SO_REUSEPORT by the supervisor),
+- a status pipe: the worker writes ``ready`` once it accepts, so a reload knows when the old
+  workers may stop,
+- a lifeline pipe: the supervisor holds its write end; end-of-file means the supervisor died,
+  and the worker drains and exits rather than serve unsupervised,
+- the resolved Config as JSON (the supervisor read the file and environment and validated them).
+
+SIGTERM drains (GOAWAY, in-flight streams finish, deadline) and exits 0. SIGINT and SIGHUP are
+ignored: a terminal sends them to the whole process group, and they are the supervisor's to
+interpret (it forwards a stop as SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .config import Config, option_fields
+from .server import Server, StartupError, new_event_loop
+from .tls import TLSError
+
+log = logging.getLogger("h2stream.worker")
+
+READY = b"ready\n"
+
+
+def encode_config(config: Config) -> str:
+    """The option values as JSON; :func:`decode_config` rebuilds the same Config."""
+    values: dict[str, Any] = {}
+    for f, spec in option_fields():
+        value = getattr(config, f.name)
+        if spec.repeat:
+            value = [str(item) for item in value]
+        elif value is not None and not isinstance(value, bool | int | float | str):
+            value = {"text": str(value)}  # an option type JSON lacks: re-parsed from its text
+        values[f.name] = value
+    return json.dumps(values)
+
+
+def decode_config(text: str) -> Config:
+    specs = {f.name: spec for f, spec in option_fields()}
+    values: dict[str, Any] = {}
+    for name, value in json.loads(text).items():
+        spec = specs[name]
+        if spec.repeat:
+            value = tuple(spec.parse(item) for item in value)
+        elif isinstance(value, dict):
+            value = spec.parse(value["text"])
+        values[name] = value
+    return Config(**values)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="h2stream.worker", description=__doc__)
+    parser.add_argument("--listen-fds", required=True, help="comma-separated listening fds")
+    parser.add_argument("--status-fd", type=int, required=True)
+    parser.add_argument("--lifeline-fd", type=int, required=True)
+    parser.add_argument("--serve-root", action="store_true", help="serve ROOT behind --app")
+    parser.add_argument("--snapshot-dir", help="publish metrics snapshots here (--metrics-bind)")
+    parser.add_argument("config", help="the resolved Config as JSON")
+    return parser.parse_args(argv)
+
+
+def _inherited_sockets(fds: str) -> list[socket.socket]:
+    sockets = []
+    for text in filter(None, fds.split(",")):
+        sock = socket.socket(fileno=int(text))
+        sock.setblocking(False)
+        sockets.append(sock)
+    return sockets
+
+
+def serve_worker(
+    config: Config,
+    serve_root: bool,
+    sockets: list[socket.socket],
+    status_fd: int,
+    lifeline_fd: int,
+    snapshot_dir: str | None = None,
+) -> int:
+    from .cli import build_handler
+
+    # Signals the supervisor interprets: a stop arrives here as SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    handler = build_handler(config, config.app, serve_root)
+    loop = new_event_loop(config.loop)
+    asyncio.set_event_loop(loop)
+    server = Server(config, handler)
+    if config.metrics_bind is not None or config.access_log is not None:
+        from .observe import Observability
+
+        # The supervisor serves --metrics-bind, summing the snapshots every worker publishes.
+        snapshot = f"{snapshot_dir}/{os.getpid()}.json" if snapshot_dir else None
+        server.observability = Observability(server, listen=False, snapshot_path=snapshot)
+
+    def on_lifeline() -> None:
+        # Only end-of-file ever arrives: the supervisor never writes.
+        loop.remove_reader(lifeline_fd)
+        log.warning("worker %d: the supervisor is gone; draining", os.getpid())
+        server.request_stop()
+
+    async def serve() -> None:
+        await server.start(announce=lambda line: None, sockets=sockets)
+        loop.add_signal_handler(signal.SIGTERM, server.request_stop)
+        loop.add_reader(lifeline_fd, on_lifeline)
+        os.write(status_fd, READY)
+        log.debug("worker %d accepting", os.getpid())
+        await server.serve_until_stopped()
+
+    try:
+        loop.run_until_complete(serve())
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    config = decode_config(args.config)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s %(name)s[{os.getpid()}]: %(message)s",
+    )
+    try:
+        sockets = _inherited_sockets(args.listen_fds)
+        return serve_worker(
+            config, args.serve_root, sockets, args.status_fd, args.lifeline_fd, args.snapshot_dir
+        )
+    except (StartupError, TLSError, ValueError) as exc:
+        print(f"h2stream: error: worker {os.getpid()}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""The command line as an operator meets it: help, errors that explain themselves, start-up.
+
+Argument errors print one clear line (ours start "h2stream: error:"; argparse's own checks
+print its usage and one error line), exit non-zero and never show a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SIZES, ServerProcess, require
+
+LISTEN = re.compile(r"listening on (https?)://(\[[^\]]+\]|[^:/\s]+):(\d+)")
+FLAGS = [
+    "--bind",
+    "--certfile",
+    "--keyfile",
+    "--self-signed",
+    "--no-sendfile",
+    "--loop",
+    "--max-concurrent-streams",
+    "--graceful-timeout",
+    "--log-level",
+]
+
+
+def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """``python -m h2stream ARGS``; a server that starts instead of failing is killed."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "h2stream", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"h2stream {' '.join(args)} did not exit within {timeout} s: {exc.stdout!r}")
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """Non-zero exit, no traceback, nothing served, and one error line on stderr: alone
+    ("h2stream: error: ..."), or after argparse's usage ("h2stream serve: error: ...")."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "listening on" not in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^h2stream( serve)?: error: \S", line)]
+    assert len(errors) == 1, result.stderr
+    others = [line for line in lines if line not in errors]
+    if others:
+        assert others[0].startswith("usage:"), result.stderr
+        assert all(line.startswith(" ") for line in others[1:]), result.stderr
+        assert lines[-1] == errors[0], "the error comes after the usage"
+    else:
+        assert errors[0].startswith("h2stream: error: ")
+    return errors[0]
+
+
+# --------------------------------------------------------------------------- help
+
+
+def test_help_lists_every_flag() -> None:
+    result = run_cli("serve", "--help")
+    assert result.returncode == 0, result.stderr
+    for flag in FLAGS:
+        assert flag in result.stdout, flag
+    assert "ROOT" in result.stdout.upper()
+    for choice in ("auto", "uvloop", "asyncio"):
+        assert choice in result.stdout
+
+
+def test_top_level_help_and_version() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "serve" in result.stdout
+    version = run_cli("--version")
+    assert version.returncode == 0
+    assert version.stdout.startswith("h2stream ")
+
+
+def test_console_script_if_installed() -> None:
+    script = shutil.which("h2stream")
+    if script is None:
+        pytest.skip("the h2stream console script is not installed (pip install -e .)")
+    result = subprocess.run(
+        [script, "serve", "--help"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0
+    for flag in FLAGS:
+        assert flag in result.stdout
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_missing_root(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir"
+    line = assert_one_error_line(run_cli("serve", str(missing), "--bind", "127.0.0.1:0"))
+    assert str(missing) in line
+
+
+def test_root_is_a_file(files_root: Path) -> None:
+    line = assert_one_error_line(
+        run_cli("serve", str(files_root / "hello.txt"), "--bind", "127.0.0.1:0")
+    )
+    assert "hello.txt" in line
+
+
+@pytest.mark.parametrize(
+    "bind",
+    ["nonsense", "127.0.0.1:99999", "127.0.0.1:", ":8080", "127.0.0.1:http", "[::1]8080"],
+)
+def test_bad_bind(files_root: Path, bind: str) -> None:
+    line = assert_one_error_line(run_cli("serve", str(files_root), "--bind", bind))
+    assert "bind" in line.lower()
+
+
+def test_unresolvable_bind_host(files_root: Path) -> None:
+    result = run_cli("serve", str(files_root), "--bind", "no-such-host.invalid:0")
+    assert_one_error_line(result)
+
+
+def test_unreadable_cert(files_root: Path) -> None:
+    result = run_cli(
+        "serve", str(files_root), "--bind", "127.0.0.1:0",
+        "--certfile", "/nonexistent/cert.pem", "--keyfile", "/nonexistent/key.pem",
+    )  # fmt: skip
+    line = assert_one_error_line(result)
+    assert "/nonexistent" in line
+
+
+def test_cert_that_is_not_a_cert(files_root: Path, tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.pem"
+    bogus.write_text("not a certificate\n")
+    result = run_cli(
+        "serve", str(files_root), "--bind", "127.0.0.1:0",
+        "--certfile", str(bogus), "--keyfile", str(bogus),
+    )  # fmt: skip
+    assert_one_error_line(result)
+
+
+def test_certfile_without_keyfile(files_root: Path) -> None:
+    result = run_cli(
+        "serve", str(files_root), "--bind", "127.0.0.1:0", "--certfile", "/nonexistent/c.pem"
+    )
+    assert_one_error_line(result)
+
+
+def test_port_in_use(files_root: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_cli("serve", str(files_root), "--bind", f"127.0.0.1:{port}")
+    line = assert_one_error_line(result)
+    assert str(port) in line
+
+
+def test_second_bind_in_use_releases_the_first(files_root: Path) -> None:
+    """Failing on the second listener is still one line, and nothing is left listening."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "serve", str(files_root), "--bind", "127.0.0.1:0", "--bind", f"127.0.0.1:{port}"
+        )
+    assert_one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--max-concurrent-streams", "0"],
+        ["--max-concurrent-streams", "many"],
+        ["--graceful-timeout", "-1"],
+        ["--graceful-timeout", "soon"],
+        ["--loop", "tokio"],
+        ["--log-level", "chatty"],
+        ["--no-such-flag"],
+    ],
+)
+def test_argparse_errors(files_root: Path, args: list[str]) -> None:
+    result = run_cli("serve", str(files_root), "--bind", "127.0.0.1:0", *args)
+    assert result.returncode == 2
+    assert_one_error_line(result)
+
+
+def test_no_command() -> None:
+    result = run_cli()
+    assert result.returncode == 2
+    assert_one_error_line(result)
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+def curl_get(url: str, *options: str) -> tuple[int, bytes, str]:
+    """(curl exit code, body, "code version") for ``url``."""
+    result = subprocess.run(
+        [require("curl"), "-s", "-S", "--max-time", "30", "-w", "%{stderr}%{http_code} "
+         "%{http_version}", *options, url],
+        capture_output=True,
+        timeout=40,
+        check=False,
+    )  # fmt: skip
+    return result.returncode, result.stdout, result.stderr.decode().strip().splitlines()[-1]
+
+
+def test_self_signed_starts_and_serves(tls_server: ServerProcess) -> None:
+    assert tls_server.url.startswith("https://127.0.0.1:")
+    code, body, status = curl_get(f"{tls_server.url}/hello.txt", "-k", "--http2")
+    assert code == 0
+    assert status == "200 2"
+    assert body == b"hello, h2stream\n"
+
+
+def test_plain_start_prints_h2c_listener(h2c_server: ServerProcess) -> None:
+    assert h2c_server.url.startswith("http://127.0.0.1:")
+    code, body, status = curl_get(f"{h2c_server.url}/hello.txt", "--http2-prior-knowledge")
+    assert (code, status, body) == (0, "200 2", b"hello, h2stream\n")
+
+
+class Spawned:
+    """A server started here, to read every listener line (ServerProcess takes the first) and
+    all of stderr once it has exited."""
+
+    def __init__(self, *args: str) -> None:
+        # Closed by close(), after the test has read it.
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "h2stream", "serve", *args],
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            cwd=REPO,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def stderr(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read()
+
+    def listeners(self, count: int, timeout: float = 20) -> list[str]:
+        urls: list[str] = []
+        deadline = time.monotonic() + timeout
+        while len(urls) < count and (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            match = LISTEN.search(line)
+            if match:
+                scheme, host, port = match.groups()
+                urls.append(f"{scheme}://{host}:{port}")
+        return urls
+
+    def close(self) -> None:
+        self._stderr.close()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def spawn() -> Iterator[type[Spawned]]:
+    started: list[Spawned] = []
+
+    class Tracked(Spawned):
+        def __init__(self, *args: str) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    yield Tracked
+    for server in started:
+        server.stop()
+        server.close()
+
+
+def test_every_bind_listens_and_is_announced(spawn: type[Spawned], files_root: Path) -> None:
+    server = spawn(str(files_root), "--bind", "127.0.0.1:0", "--bind", "127.0.0.1:0")
+    urls = server.listeners(2)
+    assert len(urls) == 2, (urls, server.stderr())
+    assert urls[0] != urls[1]
+    for url in urls:
+        code, body, status = curl_get(f"{url}/hello.txt", "--http2-prior-knowledge")
+        assert (code, status, body) == (0, "200 2", b"hello, h2stream\n")
+    assert server.stop() == 0
+    assert "Traceback" not in server.stderr()
+
+
+def test_ipv6_bind_if_available(spawn: type[Spawned], files_root: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    server = spawn(str(files_root), "--bind", "[::1]:0")
+    urls = server.listeners(1)
+    assert urls and urls[0].startswith("http://[::1]:"), server.stderr()
+    code, body, status = curl_get(f"{urls[0]}/hello.txt", "--http2-prior-knowledge")
+    assert (code, status, body) == (0, "200 2", b"hello, h2stream\n")
+
+
+def test_default_root_is_the_working_directory(files_root: Path) -> None:
+    """``h2stream serve`` with no ROOT serves the current directory."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "h2stream", "serve", "--bind", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=files_root,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert proc.stdout is not None
+        line = ""
+        for _ in range(20):  # bounded: the listener line comes first
+            line = proc.stdout.readline()
+            if not line or LISTEN.search(line):
+                break
+        match = LISTEN.search(line)
+        assert match, line
+        url = f"http://127.0.0.1:{match.group(3)}"
+        code, body, status = curl_get(f"{url}/hello.txt", "--http2-prior-knowledge")
+        assert (code, status, body) == (0, "200 2", b"hello, h2stream\n")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--no-sendfile"],
+        ["--loop", "asyncio"],
+        ["--loop", "uvloop", "--max-concurrent-streams", "8", "--log-level", "WARNING"],
+    ],
+    ids=["no-sendfile", "asyncio", "uvloop"],
+)
+def test_flags_serve_correct_bodies(
+    server_factory: Callable[..., ServerProcess], digests: dict[str, str], flags: list[str]
+) -> None:
+    server = server_factory(*flags)
+    for name in ("f16385.bin", "mib.bin"):
+        result = subprocess.run(
+            [require("curl"), "-s", "-S", "--max-time", "30", "--http2-prior-knowledge",
+             f"{server.url}/{name}"],
+            capture_output=True,
+            timeout=40,
+            check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout) == SIZES[name]
+        assert hashlib.sha256(result.stdout).hexdigest() == digests[name]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_idle_server_stops_cleanly(spawn: type[Spawned], files_root: Path, signum: int) -> None:
+    server = spawn(str(files_root), "--bind", "127.0.0.1:0")
+    assert len(server.listeners(1)) == 1, server.stderr()
+    server.proc.send_signal(signum)
+    assert server.proc.wait(15) == 0
+    assert "Traceback" not in server.stderr()

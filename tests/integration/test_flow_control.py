@@ -1,0 +1,526 @@
+"""Flow control is backpressure: what the peer's windows allow goes out, and not a byte more.
+
+Every test drives a real server (a child process, or the in-process server when the byte
+counters in ``h2stream.stats.STATS`` are needed) over loopback with the raw h2 client, which
+never returns window credit unless the test says so. The client's own h2 state machine is a
+second referee: a DATA frame beyond the credit it granted raises FlowControlError in the client.
+
+No timing assertions: ``quiet_for`` is a bounded wait that must see *no* bytes, and every other
+wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h2.errors
+import h2.events
+import h2.settings
+import pytest
+from h2client import RawH2Client
+
+from h2stream.stats import STATS
+
+WINDOW = 65535  # RFC 9113 default initial window, stream and connection
+MAX_WINDOW = 2**31 - 1
+MIB = 1 << 20
+BIG = 256 * MIB
+INITIAL_WINDOW_SIZE = h2.settings.SettingCodes.INITIAL_WINDOW_SIZE
+INTERNAL_ERROR = 2
+
+# Long enough for a server that was going to overshoot to have done so (it would answer the
+# update within milliseconds on loopback), short enough to keep the module quick.
+QUIET = 0.3
+
+TRANSPORTS = ["h2c", "h2c-no-sendfile", "tls"]
+
+
+class StreamingClient(RawH2Client):
+    """RawH2Client that hashes chosen streams' bodies instead of keeping them.
+
+    A 256 MiB body held in a bytearray (and again in the event log) would make the test
+    process the memory problem; hashing keeps the client flat.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.hashers: dict[int, Any] = {}
+        self.counts: dict[int, int] = {}
+        super().__init__(*args, **kwargs)
+
+    def request_hashed(self, path: str) -> int:
+        stream_id = self.request(path)
+        self.hashers[stream_id] = hashlib.sha256()
+        self.counts[stream_id] = 0
+        return stream_id
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, h2.events.DataReceived) and event.stream_id in self.hashers:
+            self.hashers[event.stream_id].update(event.data)
+            self.counts[event.stream_id] += len(event.data)
+            if self.auto_ack and event.flow_controlled_length:
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            return
+        super()._on_event(event)
+
+
+def body_len(client: RawH2Client, stream_id: int) -> int:
+    return len(client.responses[stream_id].body)
+
+
+def total_received(client: RawH2Client) -> int:
+    return sum(len(r.body) for r in client.responses.values())
+
+
+def expect_more(
+    client: RawH2Client, measure: Callable[[], int], n: int, timeout: float = 10
+) -> None:
+    """Wait until exactly ``n`` more bytes arrived, then check that nothing else follows."""
+    before = measure()
+    assert client.until(lambda: measure() >= before + n, timeout), (
+        f"expected {n} more body bytes, got {measure() - before}"
+    )
+    client.quiet_for(QUIET)
+    assert measure() == before + n, f"expected exactly {n} more, got {measure() - before}"
+
+
+def until_done(
+    client: StreamingClient, condition: Callable[[], bool], stall: float = 10, limit: float = 120
+) -> bool:
+    """Like ``client.until`` for long downloads: gives up after ``stall`` seconds without a
+    byte of progress (a hang fails fast), or after ``limit`` seconds in all."""
+    deadline = time.monotonic() + limit
+
+    def progress() -> int:
+        return sum(client.counts.values()) + len(client.events)
+
+    seen, last_change = progress(), time.monotonic()
+    while not condition():
+        now = time.monotonic()
+        if now > deadline or now - last_change > stall or client.closed:
+            return condition()
+        client.receive_once(0.5)
+        if progress() != seen:
+            seen, last_change = progress(), time.monotonic()
+    return True
+
+
+def stats_body_bytes() -> int:
+    return int(STATS.body_bytes_sendfile + STATS.body_bytes_copy)
+
+
+def big_window_client(port: int, tls: bool = False, window: int = MAX_WINDOW) -> StreamingClient:
+    """A client whose windows never bind (and that acks anyway, as real clients do)."""
+    return StreamingClient(
+        port,
+        tls=tls,
+        settings={INITIAL_WINDOW_SIZE: window},
+        connection_window=window,
+        auto_ack=True,
+    )
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(
+    request: pytest.FixtureRequest, server_factory: Callable[..., Any]
+) -> tuple[str, int, bool]:
+    """(name, port, tls) of a running server for each body path: sendfile, copy, TLS copy."""
+    name = request.param
+    if name == "h2c":
+        return name, request.getfixturevalue("h2c_server").port, False
+    if name == "tls":
+        return name, request.getfixturevalue("tls_server").port, True
+    return name, server_factory("--no-sendfile").port, False
+
+
+# -- default windows, WINDOW_UPDATE --------------------------------------------------------
+
+
+def test_default_windows_then_exact_updates(
+    transport: tuple[str, int, bool], files_root: Path
+) -> None:
+    _, port, tls = transport
+    expected = (files_root / "mib.bin").read_bytes()
+    client = RawH2Client(port, tls=tls)
+    try:
+        sid = client.request("/mib.bin")
+        assert client.until(lambda: body_len(client, sid) >= WINDOW)
+        assert client.responses[sid].status == 200
+        # The first window, then silence: no reading ahead past the peer's credit.
+        assert client.quiet_for(1.0) == 0
+        assert body_len(client, sid) == WINDOW
+
+        def measure() -> int:
+            return body_len(client, sid)
+
+        for n in (1, 100, 16384, 70000):
+            # Both windows are at zero: a stream update alone must not be enough, so each
+            # step opens both by exactly n.
+            client.open_window(sid, n)
+            client.open_window(None, n)
+            expect_more(client, measure, n)
+
+        # Stream credit with the connection window at zero: nothing may move...
+        client.open_window(sid, 5000)
+        assert client.quiet_for(0.5) == 0
+        # ...until the connection window opens, and then only the smaller of the two.
+        client.open_window(None, 5000)
+        expect_more(client, measure, 5000)
+
+        # And the other way round: connection credit alone moves nothing.
+        client.open_window(None, 3000)
+        assert client.quiet_for(0.5) == 0
+        client.open_window(sid, 3000)
+        expect_more(client, measure, 3000)
+
+        body = client.responses[sid].body
+        assert body == expected[: len(body)]
+        assert not client.responses[sid].ended
+        assert client.goaway is None and not client.closed
+    finally:
+        client.close()
+
+
+def test_settings_initial_window_resumes_blocked_stream(
+    transport: tuple[str, int, bool], files_root: Path
+) -> None:
+    _, port, tls = transport
+    expected = (files_root / "mib.bin").read_bytes()
+    client = RawH2Client(port, tls=tls)
+    try:
+        # Plenty of connection credit, so only the stream window binds.
+        client.open_window(None, 8 * MIB)
+        sid = client.request("/mib.bin")
+
+        def measure() -> int:
+            return body_len(client, sid)
+
+        assert client.until(lambda: measure() >= WINDOW)
+        assert client.quiet_for(0.5) == 0
+        assert measure() == WINDOW
+
+        window_setting = WINDOW
+        for delta in (1000, 20000):
+            window_setting += delta
+            client.conn.update_settings({INITIAL_WINDOW_SIZE: window_setting})
+            client.flush()
+            expect_more(client, measure, delta)
+
+        # Lowering the setting drives the open stream's window negative (RFC 9113 6.9.2):
+        # the server must wait until WINDOW_UPDATEs bring it back above zero.
+        shrink = 30000
+        window_setting -= shrink
+        client.conn.update_settings({INITIAL_WINDOW_SIZE: window_setting})
+        client.flush()
+        assert client.quiet_for(0.5) == 0
+        client.open_window(sid, shrink)  # back to exactly zero: still nothing
+        assert client.quiet_for(0.5) == 0
+        client.open_window(sid, 10)
+        expect_more(client, measure, 10)
+
+        body = client.responses[sid].body
+        assert body == expected[: len(body)]
+    finally:
+        client.close()
+
+
+def test_many_streams_share_the_connection_window(h2c_server: Any, files_root: Path) -> None:
+    expected = (files_root / "mib.bin").read_bytes()
+    # Stream windows far larger than the bodies; the connection window (65,535) binds.
+    client = RawH2Client(h2c_server.port, settings={INITIAL_WINDOW_SIZE: 16 * MIB})
+    try:
+        sids = [client.request("/mib.bin") for _ in range(10)]
+
+        def measure() -> int:
+            return total_received(client)
+
+        assert client.until(lambda: measure() >= WINDOW)
+        assert client.quiet_for(0.5) == 0
+        assert measure() == WINDOW
+
+        granted = WINDOW
+        for n in (1, 100_000, 3 * MIB):
+            client.open_window(None, n)
+            expect_more(client, measure, n)
+            granted += n
+        assert measure() == granted
+
+        for sid in sids:
+            body = client.responses[sid].body
+            assert body == expected[: len(body)]
+            assert not client.responses[sid].ended
+            # 3 MiB of credit over 10 streams: the turn-based scheduler gave every one a share.
+            assert len(body) > 0, f"stream {sid} got nothing of the shared window"
+    finally:
+        client.close()
+
+
+# -- fairness ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "tls"])
+def test_small_request_beside_huge_download(
+    tls: bool, request: pytest.FixtureRequest, files_root: Path
+) -> None:
+    server = request.getfixturevalue("tls_server" if tls else "h2c_server")
+    small_expected = (files_root / "kib.bin").read_bytes()
+    # h2load's default windows (2**30): flow control never binds, so only the scheduler and
+    # the I/O loop decide when the small response gets its turn.
+    client = big_window_client(server.port, tls=tls, window=2**30)
+    try:
+        big = client.request_hashed("/f256m.bin")
+        # The big body is really flowing before the small request goes out.
+        assert until_done(client, lambda: client.counts[big] >= 2 * MIB)
+        asked_at = client.counts[big]
+        small = client.request("/kib.bin")
+        assert until_done(client, lambda: client.responses[small].ended)
+        big_at_small_end = client.counts[big]
+        response = client.responses[small]
+        assert response.status == 200 and response.reset_code is None
+        assert bytes(response.body) == small_expected
+        # What the big stream got meanwhile is bounded by the socket buffers (loopback
+        # autotuning allows tens of MiB) and a write turn, not by its remaining 250+ MiB.
+        assert big_at_small_end - asked_at < BIG // 4, (
+            f"the 1 KiB response waited for {(big_at_small_end - asked_at) / MIB:.0f} MiB "
+            f"of the big body (asked at {asked_at / MIB:.1f} MiB)"
+        )
+    finally:
+        client.close()
+
+
+def test_small_request_before_huge_download(h2c_server: Any, files_root: Path) -> None:
+    client = big_window_client(h2c_server.port, window=2**30)
+    try:
+        small = client.request("/kib.bin")
+        big = client.request_hashed("/f256m.bin")
+        assert client.until(lambda: client.responses[small].ended, 10)
+        assert bytes(client.responses[small].body) == (files_root / "kib.bin").read_bytes()
+        assert client.counts[big] < BIG
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_cancel_mid_download_stops_the_stream(
+    inprocess_factory: Callable[..., Any], files_root: Path
+) -> None:
+    """RST_STREAM(CANCEL) from a reading client stops the producer within socket buffers."""
+    server = inprocess_factory()
+    client = big_window_client(server.port, window=2**30)
+    try:
+        before = stats_body_bytes()
+        big = client.request_hashed("/f256m.bin")
+        assert until_done(client, lambda: client.counts[big] >= 2 * MIB)
+        client.conn.reset_stream(big, h2.errors.ErrorCodes.CANCEL)
+        client.flush()
+        cancelled_at = stats_body_bytes() - before
+
+        # Keep reading (the client's h2 drops DATA for the stream it reset), so a server that
+        # is still sending is not held back by a full socket instead; stop once it is quiet.
+        deadline = time.monotonic() + 30
+        previous = -1
+        while (sent := stats_body_bytes() - before) != previous and time.monotonic() < deadline:
+            previous = sent
+            client.quiet_for(0.5)
+        assert sent - cancelled_at < BIG // 4, (
+            f"{(sent - cancelled_at) / MIB:.0f} MiB sent after the stream was cancelled "
+            f"at {cancelled_at / MIB:.1f} MiB"
+        )
+
+        # The cancel cost one stream, not the connection.
+        assert client.goaway is None and not client.closed
+        ok = client.request("/kib.bin")
+        assert client.until(lambda: client.responses[ok].ended, 10)
+        assert bytes(client.responses[ok].body) == (files_root / "kib.bin").read_bytes()
+    finally:
+        client.close()
+
+
+# -- zero-copy accounting ------------------------------------------------------------------
+
+
+def download_big(client: StreamingClient, digests: dict[str, str]) -> None:
+    sid = client.request_hashed("/f256m.bin")
+    assert until_done(client, lambda: client.responses[sid].ended), client.counts[sid]
+    response = client.responses[sid]
+    assert response.status == 200 and response.reset_code is None
+    assert client.counts[sid] == BIG
+    assert client.hashers[sid].hexdigest() == digests["f256m.bin"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"sendfile": False}, {"self_signed": True}],
+    ids=["h2c-sendfile", "h2c-no-sendfile", "tls"],
+)
+def test_bytes_per_body_path(
+    changes: dict[str, object], inprocess_factory: Callable[..., Any], digests: dict[str, str]
+) -> None:
+    server = inprocess_factory(**changes)
+    tls = bool(changes.get("self_signed"))
+    client = big_window_client(server.port, tls=tls)
+    try:
+        # The in-process server is the only thing touching STATS while this runs.
+        sendfile_before, copy_before = STATS.body_bytes_sendfile, STATS.body_bytes_copy
+        download_big(client, digests)
+        by_sendfile = STATS.body_bytes_sendfile - sendfile_before
+        by_copy = STATS.body_bytes_copy - copy_before
+    finally:
+        client.close()
+    # Every body byte was counted once, on exactly one path.
+    assert by_sendfile + by_copy == BIG, (by_sendfile, by_copy)
+    if changes:
+        assert by_sendfile == 0
+    else:
+        assert by_sendfile >= 0.99 * BIG, f"only {by_sendfile / BIG:.2%} by sendfile"
+
+
+# -- a file that shrinks mid-body ----------------------------------------------------------
+
+
+def _write_file(path: Path, size: int) -> bytes:
+    block = os.urandom(MIB)
+    with open(path, "wb") as out:
+        for start in range(0, size, MIB):
+            out.write(block[: min(MIB, size - start)])
+    return block
+
+
+@pytest.mark.parametrize("truncate_to", [100 * 1024, 0, WINDOW], ids=["100KiB", "zero", "sent"])
+@pytest.mark.parametrize("mode", ["sendfile", "no-sendfile"])
+def test_shrinking_file_is_reset_not_ended(
+    mode: str, truncate_to: int, tmp_path: Path, server_factory: Callable[..., Any]
+) -> None:
+    path = tmp_path / "shrinks.bin"
+    block = _write_file(path, 64 * MIB)
+    (tmp_path / "ok.txt").write_bytes(b"still here\n")
+    server = server_factory(*(["--no-sendfile"] if mode == "no-sendfile" else []), root=tmp_path)
+    client = RawH2Client(server.port)
+    try:
+        sid = client.request("/shrinks.bin")
+        assert client.until(lambda: body_len(client, sid) >= WINDOW)
+        assert client.quiet_for(QUIET) == 0
+        assert client.responses[sid].headers[b"content-length"] == str(64 * MIB).encode()
+
+        os.truncate(path, truncate_to)
+        client.open_window(None, MAX_WINDOW - WINDOW)
+        client.open_window(sid, MAX_WINDOW - WINDOW)
+        assert client.until(lambda: client.responses[sid].ended, 10), "stream hung"
+
+        response = client.responses[sid]
+        ended_cleanly = any(
+            isinstance(e, h2.events.StreamEnded) and e.stream_id == sid for e in client.events
+        )
+        assert not ended_cleanly, "a short body must not end like a complete one"
+        assert response.reset_code == INTERNAL_ERROR
+        # What did arrive is the file's real content up to where it now ends (a zero-copy frame
+        # caught mid-way may be padded after that, but the reset tells the client to drop it).
+        real = min(len(response.body), max(truncate_to, WINDOW))
+        assert bytes(response.body[:real]) == block[:real]
+        assert len(response.body) < 64 * MIB
+
+        # The reset cost one stream, not the connection.
+        ok = client.request("/ok.txt")
+        assert client.until(lambda: client.responses[ok].ended, 10)
+        assert client.responses[ok].status == 200
+        assert client.responses[ok].reset_code is None
+        assert bytes(client.responses[ok].body) == b"still here\n"
+        assert client.goaway is None and not client.closed
+    finally:
+        client.close()
+
+
+# -- a client that stops reading -----------------------------------------------------------
+
+
+def wait_until_stable(sample: Callable[[], int], interval: float = 0.5, timeout: float = 10) -> int:
+    """Sample every ``interval`` until two samples in a row agree; fail at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    previous = sample()
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        current = sample()
+        if current == previous:
+            return current
+        previous = current
+    raise AssertionError(f"still changing after {timeout} s: {previous}")
+
+
+@pytest.mark.slow
+def test_stalled_reader_stops_the_producer(
+    inprocess_factory: Callable[..., Any], digests: dict[str, str]
+) -> None:
+    server = inprocess_factory()
+    client = big_window_client(server.port)
+    try:
+        before = stats_body_bytes()
+        sid = client.request_hashed("/f256m.bin")
+        assert client.until(lambda: client.counts[sid] > 0)
+        paused_at = time.monotonic()
+        # Not reading: the socket buffers fill and the server must stop, windows or not.
+        stalled = wait_until_stable(stats_body_bytes) - before
+        assert stats_body_bytes() - before == stalled
+        assert stalled < 64 * MIB, f"{stalled} bytes produced for a client that reads nothing"
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - paused_at)))
+        assert stats_body_bytes() - before == stalled
+
+        # Reading again resumes it, with every byte intact.
+        assert until_done(client, lambda: client.responses[sid].ended), client.counts[sid]
+        assert client.counts[sid] == BIG
+        assert client.hashers[sid].hexdigest() == digests["f256m.bin"]
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_stalled_reader_keeps_server_memory_flat(
+    server_factory: Callable[..., Any], digests: dict[str, str]
+) -> None:
+    server = server_factory()
+    client = big_window_client(server.port)
+    try:
+        # Warm up so first-request allocations (imports, caches) are not counted as growth.
+        warm = client.request("/kib.bin")
+        assert client.until(lambda: client.responses[warm].ended)
+        rss_before = server.rss()
+        sid = client.request_hashed("/f256m.bin")
+        assert client.until(lambda: client.counts[sid] > 0)
+        time.sleep(2.0)  # not reading
+        growth = server.rss() - rss_before
+        assert growth < 8 * MIB, f"server RSS grew by {growth / MIB:.1f} MiB while stalled"
+
+        assert until_done(client, lambda: client.responses[sid].ended), client.counts[sid]
+        assert client.counts[sid] == BIG
+        assert client.hashers[sid].hexdigest() == digests["f256m.bin"]
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_many_stalled_streams_keep_server_memory_flat(server_factory: Callable[..., Any]) -> None:
+    """200 streams of 256 MiB to clients that read nothing at all (two connections, as the
+    server allows 128 concurrent streams each)."""
+    server = server_factory()
+    warm = RawH2Client(server.port)
+    try:
+        sid = warm.request("/kib.bin")
+        assert warm.until(lambda: warm.responses[sid].ended)
+    finally:
+        warm.close()
+    rss_before = server.rss()
+    clients = [big_window_client(server.port) for _ in range(2)]
+    try:
+        for client in clients:
+            for _ in range(100):
+                client.request("/f256m.bin")
+        time.sleep(2.0)  # nobody reads
+        growth = server.rss() - rss_before
+        assert growth < 16 * MIB, f"server RSS grew by {growth / MIB:.1f} MiB"
+    finally:
+        for client in clients:
+            client.close()

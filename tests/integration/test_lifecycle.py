@@ -1,0 +1,335 @@
+"""The server's life under real clients: graceful SIGTERM, stalled and vanishing clients,
+descriptors and memory.
+
+Each test starts its own server process (``server_factory``) so its fd count and RSS belong
+to that test alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+
+import h2.events
+import h2.settings
+import pytest
+from conftest import SIZES, ServerProcess, require
+from h2client import RawH2Client, Response
+
+BIG = "f256m.bin"
+MAX_WINDOW = 2**31 - 1
+LARGE_WINDOWS = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: MAX_WINDOW}
+
+
+def settle(read: Callable[[], int], target: int, timeout: float = 10.0) -> int:
+    """Poll ``read()`` until it is at most ``target`` or ``timeout`` passes; the last value."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while value > target and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = read()
+    return value
+
+
+def steady(read: Callable[[], int], timeout: float = 3.0) -> int:
+    """``read()`` once two readings 0.2 s apart agree (or at ``timeout``): a settled baseline."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        again = read()
+        if again == value:
+            break
+        value = again
+    return value
+
+
+def fetch_small(server: ServerProcess, *, tls: bool = False) -> Response:
+    """The server still serves: a small file on a fresh connection."""
+    client = RawH2Client(server.port, tls=tls, auto_ack=True)
+    try:
+        stream_id = client.request("/hello.txt")
+        response = client.responses[stream_id]
+        assert client.until(lambda: response.ended, timeout=20), "no answer to a small GET"
+        assert response.status == 200
+        assert bytes(response.body) == b"hello, h2stream\n"
+        return response
+    finally:
+        client.close()
+
+
+def assert_no_internal_errors(server: ServerProcess) -> None:
+    """A client going away is ordinary: it must not be logged as a crash."""
+    tracebacks = [line for line in server.stderr_lines if "Traceback" in line or "Error:" in line]
+    assert not tracebacks, (
+        f"client disconnects logged as internal errors ({len(tracebacks)} lines), first: "
+        + "".join(server.stderr_lines[:40])
+    )
+
+
+def connection_refused(port: int) -> bool:
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+    except ConnectionRefusedError:
+        return True
+    sock.close()
+    return False
+
+
+# --------------------------------------------------------------------------- SIGTERM
+
+
+class StreamingCurl:
+    """curl downloading into sha256 on a thread, so the test can act while bytes flow."""
+
+    def __init__(self, url: str, *options: str) -> None:
+        self.proc = subprocess.Popen(
+            [require("curl"), "-s", "-S", "--max-time", "90", *options, url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.progress = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read(1 << 20):
+            self.digest.update(chunk)
+            self.size += len(chunk)
+            if self.size >= 16 << 20:
+                self.progress.set()
+
+    def finish(self, timeout: float = 120) -> tuple[int, str]:
+        self._thread.join(timeout)
+        try:
+            code = self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            pytest.fail("curl did not finish")
+        assert self.proc.stderr is not None
+        return code, self.proc.stderr.read().decode(errors="replace")
+
+
+def test_sigterm_lets_a_download_finish(
+    server_factory: Callable[..., ServerProcess], digests: dict[str, str]
+) -> None:
+    server = server_factory("--graceful-timeout", "20")
+    curl = StreamingCurl(f"{server.url}/{BIG}", "--http2-prior-knowledge", "--limit-rate", "100M")
+    try:
+        assert curl.progress.wait(30), "the download did not start"
+        server.signal(signal.SIGTERM)
+        # The listener closes at once; the download in flight goes on.
+        deadline = time.monotonic() + 5
+        refused = connection_refused(server.port)
+        while not refused and time.monotonic() < deadline:
+            time.sleep(0.05)
+            refused = connection_refused(server.port)
+        assert refused, "new connections are still accepted after SIGTERM"
+        in_flight_when_refused = curl.proc.poll() is None
+        code, stderr = curl.finish()
+    finally:
+        if curl.proc.poll() is None:
+            curl.proc.kill()
+    assert code == 0, stderr
+    assert curl.size == SIZES[BIG]
+    assert curl.digest.hexdigest() == digests[BIG]
+    assert in_flight_when_refused, "the download ended before the listener closed"
+    assert server.wait(30) == 0
+    assert_no_internal_errors(server)
+
+
+@pytest.mark.parametrize("stall", ["window", "tcp"])
+def test_sigterm_with_stalled_client_exits_after_graceful_timeout(
+    server_factory: Callable[..., ServerProcess], stall: str
+) -> None:
+    """A client that never opens its window (or never reads its socket) cannot hold the server
+    past --graceful-timeout."""
+    server = server_factory("--graceful-timeout", "1")
+    if stall == "window":
+        client = RawH2Client(server.port)
+    else:
+        client = RawH2Client(server.port, settings=LARGE_WINDOWS, connection_window=MAX_WINDOW)
+    try:
+        stream_id = client.request(f"/{BIG}")
+        response = client.responses[stream_id]
+        if stall == "window":
+            assert client.until(lambda: len(response.body) >= 65535, timeout=10)
+            assert client.quiet_for(0.3) == 0, "sent beyond the window"
+        else:
+            # Let the server fill the socket buffers, and never read again.
+            time.sleep(1.0)
+        server.signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            code = server.wait(1 + 8)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"server still running {time.monotonic() - started:.1f} s after SIGTERM")
+        assert code == 0
+        if stall == "window":
+            # It said goodbye first: GOAWAY, then the close.
+            assert client.until(lambda: client.goaway is not None or client.closed, timeout=5)
+            if client.goaway is not None:
+                assert client.goaway.error_code == 0
+                assert client.goaway.last_stream_id == stream_id
+    finally:
+        client.close()
+
+
+# --------------------------------------------------------------------------- disconnects
+
+
+def _abort(sock: socket.socket, rst: bool) -> None:
+    if rst:
+        # SO_LINGER 0: close() sends RST instead of FIN.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _aborted_download(server: ServerProcess, index: int, *, tls: bool = False) -> None:
+    """One download of the 256 MiB file, abandoned in one of several ways."""
+    mode = index % 5
+    large = mode in (1, 2)
+    client = RawH2Client(
+        server.port,
+        tls=tls,
+        settings=LARGE_WINDOWS if large else None,
+        connection_window=MAX_WINDOW if large else None,
+    )
+    try:
+        stream_id = client.request(f"/{BIG}")
+        response = client.responses[stream_id]
+        if mode == 3:
+            return  # gone before the response arrives
+        want = (1 << 20) if large else 1
+        assert client.until(lambda: len(response.body) >= want, timeout=10), "no body arrived"
+        if mode == 4:
+            # A polite client: RST_STREAM(CANCEL), then away.
+            client.conn.reset_stream(stream_id, 8)
+            client.flush()
+    finally:
+        _abort(client.sock, rst=index % 2 == 0)
+
+
+def test_aborted_downloads_leave_no_fd_open(server_factory: Callable[..., ServerProcess]) -> None:
+    server = server_factory()
+    fetch_small(server)
+    baseline = steady(server.fd_count)
+    for index in range(200):
+        _aborted_download(server, index)
+    after = settle(server.fd_count, baseline, timeout=10)
+    assert after <= baseline, f"{after - baseline} fds left open after 200 aborted downloads"
+    fetch_small(server)
+    assert settle(server.fd_count, baseline, timeout=5) <= baseline
+    assert server.proc.poll() is None
+    assert_no_internal_errors(server)
+
+
+def test_aborted_tls_downloads_leave_no_fd_open(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory("--self-signed")
+    fetch_small(server, tls=True)
+    baseline = steady(server.fd_count)
+    for index in range(40):
+        _aborted_download(server, index, tls=True)
+    after = settle(server.fd_count, baseline, timeout=10)
+    assert after <= baseline, f"{after - baseline} fds left open after 40 aborted TLS downloads"
+    fetch_small(server, tls=True)
+    assert_no_internal_errors(server)
+
+
+def test_curl_killed_mid_download(server_factory: Callable[..., ServerProcess]) -> None:
+    """A real client killed mid-body, a few times over: nothing stays open, nothing breaks."""
+    server = server_factory()
+    fetch_small(server)
+    baseline = steady(server.fd_count)
+    for _ in range(5):
+        curl = StreamingCurl(f"{server.url}/{BIG}", "--http2-prior-knowledge")
+        assert curl.progress.wait(30)
+        curl.proc.kill()
+        curl.finish()
+    assert settle(server.fd_count, baseline, timeout=10) <= baseline
+    fetch_small(server)
+    assert_no_internal_errors(server)
+
+
+# --------------------------------------------------------------------------- memory
+
+MEMORY_STREAMS = 200
+MEMORY_BOUND = 32 << 20
+
+
+def _open_streams(client: RawH2Client, count: int, path: str) -> list[int]:
+    """``count`` requests in one write, so the server reads them all at once."""
+    ids = []
+    scheme = b"https" if client.sock.__class__.__name__ == "SSLSocket" else b"http"
+    for _ in range(count):
+        stream_id = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(
+            stream_id,
+            [
+                (b":method", b"GET"),
+                (b":scheme", scheme),
+                (b":authority", b"localhost"),
+                (b":path", path.encode()),
+            ],
+            end_stream=True,
+        )
+        client.responses[stream_id] = Response(stream_id)
+        ids.append(stream_id)
+    client.flush()
+    return ids
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "tls"])
+def test_memory_flat_with_200_unread_streams(
+    server_factory: Callable[..., ServerProcess], tls: bool
+) -> None:
+    args = ["--max-concurrent-streams", "256"] + (["--self-signed"] if tls else [])
+    server = server_factory(*args)
+    # Warm up what a first request allocates (imports, caches, buffers).
+    for _ in range(3):
+        fetch_small(server, tls=tls)
+    warm = RawH2Client(server.port, tls=tls, auto_ack=True)
+    try:
+        ids = _open_streams(warm, 20, "/mib.bin")
+        assert warm.until(lambda: all(warm.responses[i].ended for i in ids), timeout=60)
+    finally:
+        warm.close()
+    baseline_fds = steady(server.fd_count)
+    baseline_rss = server.rss()
+
+    client = RawH2Client(server.port, tls=tls, settings=LARGE_WINDOWS, connection_window=MAX_WINDOW)
+    try:
+        # The server's SETTINGS first, so our h2 knows it may open 200 streams.
+        assert client.until(
+            lambda: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in client.events),
+            timeout=10,
+        )
+        ids = _open_streams(client, MEMORY_STREAMS, f"/{BIG}")
+        # Read nothing for a while: windows are open, so only TCP stops the server.
+        time.sleep(2.0)
+        grown = server.rss() - baseline_rss
+        assert grown <= MEMORY_BOUND, (
+            f"RSS grew {grown / 2**20:.1f} MiB with {MEMORY_STREAMS} unread streams"
+        )
+        # All 200 were really taken on: their HEADERS are answered (they precede the DATA).
+        assert client.until(
+            lambda: all(client.responses[i].status == 200 for i in ids), timeout=30
+        ), f"only {sum(client.responses[i].status == 200 for i in ids)} of 200 answered"
+        assert server.rss() - baseline_rss <= MEMORY_BOUND
+    finally:
+        client.close()
+    assert settle(server.fd_count, baseline_fds, timeout=10) <= baseline_fds
+    fetch_small(server, tls=tls)
+    assert server.rss() - baseline_rss <= MEMORY_BOUND

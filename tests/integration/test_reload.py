@@ -1,0 +1,168 @@
+"""SIGHUP: a zero-downtime restart. New workers (fresh interpreters, the config file read
+again) start and accept before the old ones drain; no request fails meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+from conftest import LISTEN_LINE, REPO, ServerProcess, require
+from h2client import RawH2Client
+from ops_support import (
+    H2load,
+    Launched,
+    assert_all_succeeded,
+    h2stream_command,
+    log_text,
+    readline_within,
+    wait_for_log,
+    wait_for_workers,
+    wait_until,
+    worker_pids,
+)
+
+from h2stream.tls import make_self_signed
+
+
+def test_sighup_during_long_downloads_fails_no_request(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    require("h2load")
+    server = server_factory("--workers", "2", "--graceful-timeout", "30")
+    old = wait_for_workers(server.pid, 2)
+    # Long downloads: 8 x 100 MiB with 16 KiB stream windows (flow control binds on every
+    # frame: seconds, not a blink), all in flight from the start. h2load opens no new
+    # connection after a GOAWAY, so every request of a connection must be on the wire before
+    # the drain: -n 8 -c 4 -m 2.
+    downloads = H2load(
+        "-n", "8", "-c", "4", "-m", "2", "-w", "14", f"{server.url}/f100m.bin", timeout=90
+    )
+    # Fresh connections throughout the reload: 3 new connections a second for 4 s, two
+    # requests each; some land on old workers just before they drain, some on new ones.
+    arrivals = H2load(
+        "-r", "3", "-c", "12", "-n", "24", "-m", "2", f"{server.url}/mib.bin", timeout=90
+    )
+    time.sleep(0.7)
+    assert downloads.running(), "the downloads ended before the reload: not a test"
+    server.signal(signal.SIGHUP)
+    assert wait_for_log(server, "reloaded: pids", timeout=30), log_text(server)
+    reloaded_while_downloading = downloads.running()
+    new = wait_for_workers(server.pid, 2, without=old)
+    assert_all_succeeded(downloads.result(), expected=8)
+    assert_all_succeeded(arrivals.result(), expected=24)
+    assert reloaded_while_downloading, "the new workers took over after the downloads ended"
+    # The old workers drained and exited; the new ones serve.
+    assert wait_until(lambda: not any(psutil.pid_exists(p) for p in old), 20)
+    assert new.isdisjoint(old)
+    client = RawH2Client(server.port)
+    try:
+        stream_id = client.request("/hello.txt")
+        assert client.until(lambda: client.responses[stream_id].ended)
+        assert client.responses[stream_id].status == 200
+    finally:
+        client.close()
+
+
+def _get(port: int, path: str, tls: bool = False) -> int:
+    client = RawH2Client(port, tls=tls)
+    try:
+        stream_id = client.request(path)
+        assert client.until(lambda: client.responses[stream_id].ended)
+        return client.responses[stream_id].status
+    finally:
+        client.close()
+
+
+def test_sighup_rereads_the_config_file_and_a_bad_one_changes_nothing(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "only-first.txt").write_text("1\n")
+    (second / "only-second.txt").write_text("2\n")
+    config = tmp_path / "h2stream.toml"
+    config.write_text(f'root = "{first}"\nbind = ["127.0.0.1:0"]\nworkers = 2\n')
+    server = Launched("serve", "--config", str(config))
+    try:
+        old = wait_for_workers(server.pid, 2)
+        assert _get(server.port, "/only-first.txt") == 200
+        # A broken file: logged, and the running workers stay.
+        config.write_text(f'root = "{second}"\nbind = ["127.0.0.1:0"]\nworkers = 2\nbogus = 1\n')
+        server.signal(signal.SIGHUP)
+        assert wait_for_log(server, "reload abandoned"), log_text(server)
+        assert "unknown key 'bogus'" in log_text(server)
+        assert worker_pids(server.pid) == old
+        # A good one: new root, one worker more; the port (chosen at start) stays.
+        config.write_text(f'root = "{second}"\nbind = ["127.0.0.1:0"]\nworkers = 3\n')
+        server.signal(signal.SIGHUP)
+        assert wait_for_log(server, "reloaded: pids"), log_text(server)
+        new = wait_for_workers(server.pid, 3, without=old)
+        assert len(new) == 3
+        assert _get(server.port, "/only-second.txt") == 200
+        assert _get(server.port, "/only-first.txt") == 404
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0
+
+
+def _certificate_digest(port: int) -> str:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+        context.wrap_socket(sock, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return hashlib.sha256(der).hexdigest()
+
+
+def test_sighup_loads_renewed_tls_certificates(files_root: Path, tmp_path: Path) -> None:
+    require("openssl")
+    certfile, keyfile = make_self_signed(str(tmp_path))
+    server = subprocess.Popen(
+        h2stream_command(
+            "serve",
+            str(files_root),
+            "--bind",
+            "127.0.0.1:0",
+            "--supervise",
+            "--certfile",
+            certfile,
+            "--keyfile",
+            keyfile,
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert server.stdout is not None
+        match = LISTEN_LINE.search(readline_within(server.stdout, 20))
+        assert match and match.group(1) == "https", "no TLS listener"
+        port = int(match.group(3))
+        before = _certificate_digest(port)
+        # Renewed in place, as certbot or an operator would: same paths, new certificate.
+        renewed = tmp_path / "renewed"
+        renewed.mkdir()
+        new_cert, new_key = make_self_signed(str(renewed))
+        Path(new_cert).replace(certfile)
+        Path(new_key).replace(keyfile)
+        assert _certificate_digest(port) == before  # nothing changes until SIGHUP
+        server.send_signal(signal.SIGHUP)
+        after = wait_until(lambda: (d := _certificate_digest(port)) != before and d, 30)
+        assert after, "the renewed certificate was never served"
+        assert _get(port, "/hello.txt", tls=True) == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(20) == 0
