@@ -30,6 +30,13 @@ class FrameSink(Protocol):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue bytes behind everything queued before."""
 
+    def copy_file_frames(
+        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int, end_stream: bool
+    ) -> int:
+        """Read ``count`` bytes of ``fd`` from ``offset`` and queue them as DATA frames of at
+        most ``max_frame`` (END_STREAM on the last if ``end_stream``). Returns the bytes read:
+        less than ``count`` means the file shrank and nothing was queued."""
+
     def send_file_frames(
         self, stream_id: int, fd: int, offset: int, count: int, max_frame: int
     ) -> tuple[int, bool]:
@@ -38,6 +45,32 @@ class FrameSink(Protocol):
         fills. Returns (payload bytes framed, complete): ``complete`` False means the file
         shrank under a frame whose header had gone, the sink zero-filled that frame to keep
         the connection's framing, and the stream must be reset."""
+
+
+class SinkBase:
+    """What every sink can share: the copy path built on ``write`` alone.
+
+    TransportSink overrides :meth:`copy_file_frames` with a reused-buffer version; recorders in
+    tests inherit this one.
+    """
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        raise NotImplementedError
+
+    def copy_file_frames(
+        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int, end_stream: bool
+    ) -> int:
+        payload = os.pread(fd, count, offset)
+        if len(payload) < count:
+            return len(payload)
+        view = memoryview(payload)
+        pos = 0
+        while pos < count:
+            n = min(max_frame, count - pos)
+            flags = FLAG_END_STREAM if end_stream and pos + n == count else 0
+            self.write(DATA_HEADER.pack(n << 8, flags, stream_id) + view[pos : pos + n])
+            pos += n
+        return count
 
 
 class Body:
@@ -237,20 +270,13 @@ class FileBody(Body):
 
     def _emit_copy(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
         """Read, then frame: the path that may carry END_STREAM."""
-        sent = 0
-        pack = DATA_HEADER.pack
-        while sent < allowed and sink.writable:
-            remaining = self.remaining
-            n = min(max_frame, allowed - sent)
-            payload = os.pread(self.fd, n, self.offset)
-            if len(payload) < n:
-                # Nothing of this frame left yet: reset without sending it.
-                self._failed = True
-                return sent
-            sink.write(pack(n << 8, FLAG_END_STREAM if n == remaining else 0, stream_id))
-            sink.write(payload)
-            STATS.body_bytes_copy += n
-            self.offset += n
-            self.remaining = remaining - n
-            sent += n
-        return sent
+        end_stream = allowed == self.remaining
+        got = sink.copy_file_frames(stream_id, self.fd, self.offset, allowed, max_frame, end_stream)
+        if got < allowed:
+            # The file shrank: nothing of this run was sent; reset instead.
+            self._failed = True
+            return 0
+        STATS.body_bytes_copy += got
+        self.offset += got
+        self.remaining -= got
+        return got

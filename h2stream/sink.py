@@ -14,7 +14,7 @@ import asyncio
 import os
 import socket
 
-from .bodies import DATA_HEADER
+from .bodies import DATA_HEADER, SinkBase
 from .stats import STATS
 
 # Queued bytes are handed to the transport once they reach this size, so a copy-path turn
@@ -22,12 +22,17 @@ from .stats import STATS
 FLUSH_AT = 256 * 1024
 
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
+# Copy runs up to this size go as one fresh bytes joined with queued output; larger ones are
+# read into the connection's reused buffer (of at least _COPY_BUF bytes).
+_SMALL_COPY = 16384
+_COPY_BUF = 64 * 1024 + 9 * 4
 
 
-class TransportSink:
+class TransportSink(SinkBase):
     """Implements :class:`h2stream.bodies.FrameSink` on an asyncio/uvloop transport."""
 
     __slots__ = (
+        "_copy_buf",
         "_parts",
         "_pending",
         "_sock",
@@ -41,6 +46,7 @@ class TransportSink:
         self._transport = transport
         self._parts: list[bytes | bytearray | memoryview] = []
         self._pending = 0
+        self._copy_buf = bytearray(0)  # allocated on the first large copy run
         # A duplicate of the transport's socket, for send(MSG_MORE) and sendfile only; it is
         # never registered with the loop.
         self._sock = raw_socket
@@ -109,6 +115,45 @@ class TransportSink:
         finally:
             STATS.body_bytes_sendfile += zero_copy
         return done, True
+
+    def copy_file_frames(
+        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int, end_stream: bool
+    ) -> int:
+        pack = DATA_HEADER.pack
+        if count <= _SMALL_COPY:
+            # One small frame: a fresh bytes joins the queued HEADERS in the next write.
+            payload = os.pread(fd, count, offset)
+            if len(payload) < count:
+                return len(payload)
+            self.write(pack(count << 8, 1 if end_stream else 0, stream_id) + payload)
+            return count
+        # Larger runs: one preadv straight into a reused buffer laid out as frames, headers in
+        # the gaps, then one transport write. The buffer is reused only if the transport took
+        # all of it (else it may still hold a reference, and the next run gets a new one).
+        frames = -(-count // max_frame)
+        size = count + 9 * frames
+        buf = self._copy_buf
+        if len(buf) < size:
+            buf = self._copy_buf = bytearray(max(size, _COPY_BUF))
+        view = memoryview(buf)
+        slots = []
+        pos = 0
+        left = count
+        while left:
+            n = min(max_frame, left)
+            left -= n
+            last = left == 0 and end_stream
+            DATA_HEADER.pack_into(buf, pos, n << 8, 1 if last else 0, stream_id)
+            slots.append(view[pos + 9 : pos + 9 + n])
+            pos += 9 + n
+        got = os.preadv(fd, slots, offset)
+        if got < count:
+            return got
+        self.flush()
+        self._transport.write(view[:size])
+        if self._transport.get_write_buffer_size():
+            self._copy_buf = bytearray(_COPY_BUF)
+        return count
 
     def send_file_frame(self, header: bytes, fd: int, offset: int, count: int) -> int:
         """One frame whose header is given (flags 0): :meth:`send_file_frames` for a frame.

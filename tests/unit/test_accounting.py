@@ -34,7 +34,7 @@ from hyperframe.frame import DataFrame, Frame, HeadersFrame, RstStreamFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from h2stream.bodies import DATA_HEADER, BytesBody, FileBody
+from h2stream.bodies import DATA_HEADER, BytesBody, FileBody, SinkBase
 from h2stream.config import Config
 from h2stream.session import Session, StreamState
 
@@ -49,7 +49,7 @@ REFERENCE_CONFIG = h2.config.H2Configuration(
 )
 
 
-class RecordingSink:
+class RecordingSink(SinkBase):
     """A FrameSink that records the byte stream a socket would have carried.
 
     Zero-copy frames are built with the project's own DATA_HEADER, as TransportSink builds

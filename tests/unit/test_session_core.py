@@ -27,7 +27,7 @@ from hyperframe.frame import (
     RstStreamFrame,
 )
 
-from h2stream.bodies import DATA_HEADER, FileBody
+from h2stream.bodies import DATA_HEADER, FileBody, SinkBase
 from h2stream.config import Config
 from h2stream.session import Session, StreamState
 
@@ -38,7 +38,7 @@ ERR = h2.errors.ErrorCodes
 PROC_FD = "/proc/self/fd"
 
 
-class RecordingSink:
+class RecordingSink(SinkBase):
     """A FrameSink that records the bytes; ``pause_after(n)`` makes it turn unwritable after
     ``n`` more writes, as a transport's ``pause_writing`` does when the socket fills."""
 
