@@ -4,6 +4,7 @@ take ``Upgrade: h2c`` (RFC 7540 section 3.2), and refuse everything else with a 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -26,6 +27,10 @@ _HOP_BY_HOP = frozenset(
 _TOKEN_CHARS = frozenset(
     b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
+
+
+# Bytes no request head contains (all controls but HT, LF and CR; and DEL).
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class BadRequest(Exception):
@@ -59,12 +64,24 @@ def could_be_preface(data: bytes) -> bool:
     return PREFACE.startswith(data[: len(PREFACE)])
 
 
+def _hopeless(data: bytes) -> bool:
+    """True when an incomplete head can no longer become a request: the method is not a
+    short token, or a control byte shows up (a TLS ClientHello, binary garbage)."""
+    space = data.find(b" ")
+    method = data if space < 0 else data[:space]
+    if len(method) > 32 or not set(method) <= _TOKEN_CHARS:
+        return True
+    return bool(_CONTROL.search(data))
+
+
 def parse_head(data: bytes) -> tuple[Http1Request, int] | None:
     """Parse a request head; None while incomplete. Returns the request and its length."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         if len(data) > MAX_HEAD_BYTES:
             raise BadRequest("request head too large")
+        if _hopeless(data):
+            raise BadRequest("not an HTTP request")
         return None
     lines = data[:end].split(b"\r\n")
     parts = lines[0].split(b" ")
@@ -115,6 +132,11 @@ def upgraded_headers(request: Http1Request) -> list[tuple[bytes, bytes]]:
 SWITCHING_PROTOCOLS = (
     b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
 )
+
+
+def without_body(response: bytes) -> bytes:
+    """The same response for a HEAD request: its head only (RFC 9110 section 9.3.2)."""
+    return response[: response.index(b"\r\n\r\n") + 4]
 
 
 def error_response(status: int, reason: str, message: str) -> bytes:

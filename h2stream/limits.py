@@ -56,9 +56,9 @@ SMALL_WINDOW_UPDATE = 1024
 # Budgets are per this many seconds.
 WINDOW_SECONDS = 1.0
 
-# fds a connection may need: its socket, the socket's duplicate for sendfile, and room for
-# about two open files; the rest of RLIMIT_NOFILE after FD_RESERVE (listeners, the loop, logs)
-# is shared out this way, so accept() never meets EMFILE and file opens rarely do (a 503 then).
+# The fd budget (WorkerBudget): what is left of RLIMIT_NOFILE after FD_RESERVE (listeners, the
+# loop, logs) is shared out as this many fds per connection: its socket, the socket's duplicate
+# for sendfile, and two streams' files on average.
 FDS_PER_CONNECTION = 4
 FD_RESERVE = 64
 # Raising the soft RLIMIT_NOFILE to the hard one is free (Go does it at startup); this caps it.
@@ -153,6 +153,11 @@ class HeaderBlockError(h2.exceptions.DenialOfServiceError):
     error_code = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
 
 
+# Frame types whose payload length is fixed by RFC 9113 (PRIORITY 5, RST_STREAM 4, PING 8,
+# WINDOW_UPDATE 4); 6 for SETTINGS stands for "a multiple of 6".
+_FIXED_LENGTH = {0x2: 5, 0x3: 4, 0x4: 6, 0x6: 8, 0x8: 4}
+
+
 class LimitedFrameBuffer(FrameBuffer):
     """h2's frame buffer with the header block capped while it is collected.
 
@@ -166,6 +171,22 @@ class LimitedFrameBuffer(FrameBuffer):
         self.max_block_frames = max_block_frames
         self._block_bytes = 0
         self._block_frames = 0
+
+    def __next__(self) -> Frame:
+        # h2 checks a frame's length only once its whole announced body has arrived, so a
+        # peer could make us buffer up to 16 MiB first: check as soon as the header is here.
+        data = self._data
+        if len(data) >= 9:
+            length = int.from_bytes(data[:3], "big")
+            self._validate_frame_length(length)
+            # Frames of fixed size (and SETTINGS, a multiple of 6) are judged by their header
+            # too, rather than after waiting for a body that may never come.
+            fixed = _FIXED_LENGTH.get(data[3])
+            if fixed is not None and (length % 6 if fixed == 6 else length != fixed):
+                raise h2.exceptions.FrameDataMissingError(
+                    f"frame type {data[3]} with invalid length {length}"
+                )
+        return super().__next__()
 
     def _update_header_buffer(self, f: Frame | None) -> Frame | None:
         cls = f.__class__
@@ -213,13 +234,33 @@ def note_protocol_error(exc: h2.exceptions.ProtocolError) -> None:
         limit_event("header_block_frames")
 
 
-def connection_budget(config: Config) -> int:
-    """How many connections this process accepts at once: ``--max-connections``, and never
-    more than the fd limit can carry (see FDS_PER_CONNECTION)."""
+class WorkerBudget:
+    """This process's share of RLIMIT_NOFILE, set once by the server at start.
+
+    A connection holds two fds (its socket and the duplicate used for sendfile) and a stream
+    at most one (its file), so with ``connections`` and ``streams`` both capped the process
+    can never run out of fds: no accept() meets EMFILE (libuv would then accept and drop
+    connections unanswered), and a stream past the budget is refused (REFUSED_STREAM) before
+    it opens a file.
+    """
+
+    __slots__ = ("connections", "streams")
+
+    def __init__(self) -> None:
+        self.connections = 1 << 30
+        self.streams = 1 << 30
+
+
+# One per process, like STATS: workers are processes.
+BUDGET = WorkerBudget()
+
+
+def set_fd_budget(config: Config) -> WorkerBudget:
+    """Raise the soft RLIMIT_NOFILE to the hard one, and share it out (see WorkerBudget):
+    a quarter of what is left after FD_RESERVE goes to connections (two fds each, so half the
+    fds) and the other half to streams, unless ``--max-connections`` asks for fewer."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if hard == resource.RLIM_INFINITY else min(hard, FD_SOFT_MAX)
-    if wanted == resource.RLIM_INFINITY:
-        wanted = FD_SOFT_MAX
+    wanted = FD_SOFT_MAX if hard == resource.RLIM_INFINITY else min(hard, FD_SOFT_MAX)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
@@ -228,5 +269,9 @@ def connection_budget(config: Config) -> int:
             pass
     if soft == resource.RLIM_INFINITY:
         soft = FD_SOFT_MAX
-    by_fds = max(1, (soft - FD_RESERVE) // FDS_PER_CONNECTION)
-    return min(config.max_connections, by_fds) if config.max_connections else by_fds
+    usable = max(FDS_PER_CONNECTION, soft - FD_RESERVE)
+    by_fds = usable // FDS_PER_CONNECTION
+    connections = min(config.max_connections, by_fds) if config.max_connections else by_fds
+    BUDGET.connections = connections
+    BUDGET.streams = max(1, usable - 2 * connections)
+    return BUDGET

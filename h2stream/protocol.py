@@ -278,7 +278,8 @@ class H2Protocol(asyncio.Protocol):
         request, head_length = parsed
         settings = http1.upgrade_settings(request) if self._upgrade_allowed else None
         if settings is None:
-            self._refuse(http1.HTTP2_REQUIRED)
+            refusal = http1.HTTP2_REQUIRED
+            self._refuse(http1.without_body(refusal) if request.method == b"HEAD" else refusal)
             return
         self._sniffed = b""
         assert self._transport is not None

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .config import Config
-from .limits import connection_budget
+from .limits import set_fd_budget
 from .session import Handler, StreamObserver
 from .timeouts import Sweeper
 from .tls import make_self_signed, server_context
@@ -39,7 +39,8 @@ class Server:
         self.connections: set[H2Protocol] = set()
         self.draining = False
         self._listeners: list[asyncio.Server] = []
-        self._stopped: asyncio.Event | None = None
+        # Set by SIGTERM/SIGINT, even one that arrives before the listeners exist.
+        self._stopped = asyncio.Event()
         self.addresses: list[tuple[str, str, int]] = []  # (scheme, host, port) once listening
         # Called as each stream ends (access log, metrics); None costs nothing.
         self.on_stream_end: StreamObserver | None = None
@@ -71,7 +72,6 @@ class Server:
         loop = asyncio.get_running_loop()
         context = self._ssl_context()
         tls = context is not None
-        self._stopped = asyncio.Event()
         config = self.config
         if self.observability is None and (config.access_log or config.metrics_bind):
             from .observe import Observability
@@ -83,9 +83,10 @@ class Server:
         def protocol() -> H2Protocol:
             return H2Protocol(self, self.handler, tls)
 
-        self.max_connections = connection_budget(config)
+        # The fd budget: connections per worker (and streams, enforced by the session).
+        self.max_connections = set_fd_budget(config).connections
         # Slowloris during the TLS handshake: it counts against the preface timeout.
-        handshake = config.preface_timeout or None if context is not None else None
+        handshake = (config.preface_timeout or None) if context is not None else None
         for inherited in sockets:
             self._listeners.append(
                 await loop.create_server(
@@ -131,11 +132,9 @@ class Server:
         self._listeners.clear()
 
     def request_stop(self) -> None:
-        if self._stopped is not None:
-            self._stopped.set()
+        self._stopped.set()
 
     async def serve_until_stopped(self) -> None:
-        assert self._stopped is not None
         await self._stopped.wait()
         await self.drain()
 
@@ -200,8 +199,9 @@ def run(config: Config, handler: Handler) -> int:
     server = Server(config, handler)
 
     async def serve() -> None:
-        await server.start()
+        # Handlers first: a SIGTERM right after the listening line must drain, not kill.
         install_signal_handlers(server)
+        await server.start()
         await server.serve_until_stopped()
 
     try:

@@ -35,7 +35,7 @@ from . import requestid
 from .bodies import Body, BytesBody, FrameSink
 from .config import Config
 from .h2conn import IndexedFastDecoder, ResponseHeaderEncoder, ServerConnection
-from .limits import FloodLimits, LimitedFrameBuffer, limit_event, note_protocol_error
+from .limits import BUDGET, FloodLimits, LimitedFrameBuffer, limit_event, note_protocol_error
 from .stats import STATS
 from .validation import request_problem, trailers_problem
 
@@ -319,6 +319,12 @@ class Session:
             limit_event("refused_stream")
             self.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return None
+        if STATS.streams_active >= BUDGET.streams:
+            # The worker's fd budget (limits.WorkerBudget): a stream may hold a file; refuse it
+            # (the client may retry) rather than let accept() or open() meet EMFILE.
+            limit_event("fd_budget")
+            self.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return None
         method = path = b""
         for name, value in headers:
             if name == b":method":
@@ -523,6 +529,7 @@ class Session:
         max_frame = min(conn.max_outbound_frame_size, self.config.max_send_frame_size)
         budget = self.config.write_quantum
         turn = self.config.stream_turn_bytes
+        solo = max(turn, _SOLO_RUN)
         while ready and sink.writable and budget > 0:
             conn_window = conn.outbound_flow_control_window
             if conn_window <= 0:
@@ -533,7 +540,11 @@ class Session:
             if body is None:
                 continue  # finished or reset while queued: dropped lazily, no O(n) removal
             h2_stream = stream.h2_stream
-            allowed = min(h2_stream.outbound_flow_control_window, conn_window, turn)
+            # Alone in the queue, a stream may use a larger run (fewer turns, bigger writes);
+            # with company, the fairness quantum applies.
+            allowed = min(
+                h2_stream.outbound_flow_control_window, conn_window, turn if ready else solo
+            )
             sent = body.emit(sink, stream.stream_id, allowed, max_frame)
             if sent:
                 h2_stream.outbound_flow_control_window -= sent
@@ -638,6 +649,9 @@ class Session:
         if self.goaway_sent or self.closed or self.shutdown_announced:
             return
         self.shutdown_announced = True
+        STATS.goaway_sent += 1  # a GOAWAY frame like any other (the final one counts too)
+        codes = STATS.goaway_sent_codes
+        codes[0] = codes.get(0, 0) + 1  # NO_ERROR
         self.flush()
         frame = GoAwayFrame(0)
         frame.last_stream_id = (1 << 31) - 1
@@ -679,5 +693,9 @@ class Session:
             self._forget(stream.stream_id)
         self._ready.clear()
 
+
+# A stream alone in the ready queue sends runs of up to this many bytes per turn: the size of
+# one copy-path write (sink.FLUSH_AT), and 16 zero-copy frames of 16 KiB.
+_SOLO_RUN = 256 * 1024
 
 _STATUS_BYTES = {code: str(code).encode() for code in range(100, 600)}

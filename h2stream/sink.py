@@ -25,7 +25,7 @@ _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 # Copy runs up to this size go as one fresh bytes joined with queued output; larger ones are
 # read into the connection's reused buffer (of at least _COPY_BUF bytes).
 _SMALL_COPY = 16384
-_COPY_BUF = 64 * 1024 + 9 * 4
+_COPY_BUF = 256 * 1024 + 9 * 16
 
 
 class TransportSink(SinkBase):
@@ -98,6 +98,8 @@ class TransportSink(SinkBase):
                     # Socket full: this frame goes through the transport, whose buffer
                     # then pauses us until the kernel takes it (resume_writing).
                     sent_header = 0
+                except ConnectionError:
+                    return self._peer_gone(done)
                 if sent_header < 9:
                     got = self._copy_rest(header[sent_header:], fd, offset + done, n)
                     return done + n, got == n
@@ -105,6 +107,14 @@ class TransportSink(SinkBase):
                     sent = sendfile(sock_fd, fd, offset + done, n)
                 except BlockingIOError:
                     sent = 0
+                except ConnectionError:
+                    return self._peer_gone(done)
+                except OSError:
+                    # The file cannot be read (EIO from a failing disk...). The header is out
+                    # and promised n bytes: zero-fill them to keep the framing; the caller
+                    # resets the stream (issue 6).
+                    self._transport.write(bytes(n))
+                    return done + n, False
                 zero_copy += sent
                 if sent < n:
                     # Socket full mid-frame (or the file ended early): finish this frame
@@ -122,7 +132,10 @@ class TransportSink(SinkBase):
         pack = DATA_HEADER.pack
         if count <= _SMALL_COPY:
             # One small frame: a fresh bytes joins the queued HEADERS in the next write.
-            payload = os.pread(fd, count, offset)
+            try:
+                payload = os.pread(fd, count, offset)
+            except OSError:
+                return 0  # a failing read: nothing framed yet, the caller resets the stream
             if len(payload) < count:
                 return len(payload)
             self.write(pack(count << 8, 1 if end_stream else 0, stream_id) + payload)
@@ -146,7 +159,10 @@ class TransportSink(SinkBase):
             DATA_HEADER.pack_into(buf, pos, n << 8, 1 if last else 0, stream_id)
             slots.append(view[pos + 9 : pos + 9 + n])
             pos += 9 + n
-        got = os.preadv(fd, slots, offset)
+        try:
+            got = os.preadv(fd, slots, offset)
+        except OSError:
+            got = 0  # a failing read: nothing framed yet, the caller resets the stream
         if got < count:
             return got
         self.flush()
@@ -162,8 +178,18 @@ class TransportSink(SinkBase):
         sent, complete = self.send_file_frames(stream_id, fd, offset, count, count)
         return sent if complete else 0
 
+    def _peer_gone(self, done: int) -> tuple[int, bool]:
+        """The peer closed or reset the socket under a zero-copy frame (EPIPE, ECONNRESET):
+        not our error. Stop writing and end the connection; connection_lost cleans up."""
+        self.writable = False
+        self._transport.abort()
+        return done, True
+
     def _copy_rest(self, prefix: bytes, fd: int, offset: int, count: int) -> int:
-        payload = os.pread(fd, count, offset)
+        try:
+            payload = os.pread(fd, count, offset)
+        except OSError:
+            payload = b""  # a failing read counts as a file that ended here (zero-filled)
         got = len(payload)
         STATS.body_bytes_copy += got
         if got < count:
