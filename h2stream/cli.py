@@ -106,12 +106,16 @@ def load_app(spec: str) -> App:
     return app
 
 
-def build_handler(config: Config, app_spec: str | None, serve_root: bool) -> Handler:
-    """The session handler: the directory, an App in front of it, /_h2stream/ before both."""
+def build_handler(config: Config, app_spec: str | App | None, serve_root: bool) -> Handler:
+    """The session handler: the directory, an App in front of it, /_h2stream/ before both.
+
+    ``app_spec`` is ``MODULE:ATTR`` or an App already at hand (tests, embedding).
+    """
     policy = EncodingPolicy.from_config(config)
     handler: Handler | None = StaticFiles(config.root, policy) if serve_root else None
     if app_spec is not None:
-        handler = load_app(app_spec).bind(config, fallback=handler, policy=policy)
+        app = app_spec if isinstance(app_spec, App) else load_app(app_spec)
+        handler = app.bind(config, fallback=handler, policy=policy)
     if config.builtin_endpoints:
         # One startswith per request; everything else goes straight to the handler behind.
         return with_builtins(BuiltinEndpoints(config, policy), handler)

@@ -25,7 +25,7 @@ class Stats:
     streams_active: int
     streams_total: int
     # -- streaming, compression, uploads (issue 4) -------------------------------------------
-    # Compressed body bytes framed, by coding (also counted in body_bytes_copy: how they leave).
+    # Compressed body bytes framed, by coding (not in body_bytes_copy: the modes are disjoint).
     body_bytes_zstd: int
     body_bytes_gzip: int
     # Responses served from a precompressed sibling file (name.zst / name.gz), zero-copy.
