@@ -272,6 +272,7 @@ class Supervisor:
     def _spawn(self, slot: int, config: Config) -> Worker:
         loop = asyncio.get_running_loop()
         fds = self._slot_fds(config, slot)
+        encoded = encode_config(self._worker_config(config))
         status_r, status_w = os.pipe()
         command = [
             sys.executable,
@@ -285,7 +286,7 @@ class Supervisor:
             str(self._lifeline_r),
             *(["--serve-root"] if self.source.serve_root else []),
             *(["--snapshot-dir", self._snapshot_dir] if self._snapshot_dir else []),
-            encode_config(self._worker_config(config)),
+            encoded,
         ]
         try:
             proc = subprocess.Popen(
@@ -342,11 +343,11 @@ class Supervisor:
         if self.stopping or worker.retiring or not self._is_serving(worker):
             log.info("worker %d (pid %d) %s", worker.slot, worker.pid, describe_exit(code))
             return
+        # After a healthy run: 0.1 s, time for a stop signal sent to the whole process group
+        # to reach us first. Sooner is a crash loop: back off.
         if lived >= HEALTHY_SECONDS:
-            delay = 0.1  # enough for a stop signal sent to the whole group to reach us first
-        else:
-            delay = min(max(2 * self._backoff.get(worker.slot, 0.0), FIRST_BACKOFF), MAX_BACKOFF)
-        self._backoff[worker.slot] = delay
+            self._backoff.pop(worker.slot, None)
+        delay = 0.1 if lived >= HEALTHY_SECONDS else self._next_backoff(worker.slot)
         log.warning(
             "worker %d (pid %d) %s after %.1f s; restarting in %.1f s",
             worker.slot,
@@ -355,18 +356,30 @@ class Supervisor:
             lived,
             delay,
         )
+        self._schedule_restart(worker, delay)
+
+    def _next_backoff(self, slot: int) -> float:
+        delay = min(max(2 * self._backoff.get(slot, 0.0), FIRST_BACKOFF), MAX_BACKOFF)
+        self._backoff[slot] = delay
+        return delay
+
+    def _schedule_restart(self, dead: Worker, delay: float) -> None:
+        """Start a worker in ``dead``'s slot after ``delay``, unless a reload or a stop came
+        first; a failed start (say, a certificate that no longer loads) is tried again."""
+        loop = asyncio.get_running_loop()
         handle: asyncio.TimerHandle | None = None
 
         def restart() -> None:
             assert handle is not None
             self._restarts.discard(handle)
-            # A reload or a stop in the meantime makes this restart moot.
-            if self.stopping or not self._is_serving(worker):
+            if self.stopping or not self._is_serving(dead):
                 return
             try:
-                self.slots[worker.slot] = self._spawn(worker.slot, self.config)
+                self.slots[dead.slot] = self._spawn(dead.slot, self.config)
             except (OSError, TLSError) as exc:
-                log.error("cannot restart worker %d: %s", worker.slot, exc)
+                retry = self._next_backoff(dead.slot)
+                log.error("cannot restart worker %d: %s; next try in %.1f s", dead.slot, exc, retry)
+                self._schedule_restart(dead, retry)
 
         handle = loop.call_later(delay, restart)
         self._restarts.add(handle)
@@ -478,12 +491,15 @@ class Supervisor:
         try:
             await self._reload_once()
         finally:
-            sd_notify("READY=1")
+            if not self.stopping:
+                sd_notify("READY=1")
         if self._reload_again and not self.stopping:
             self._reload_again = False
             self._reload_task = asyncio.ensure_future(self._reload())
 
     async def _reload_once(self) -> None:
+        if self.stopping:
+            return
         try:
             config = self.source.load()
             self._worker_config(config)
@@ -499,7 +515,7 @@ class Supervisor:
             for slot in range(config.workers):
                 fresh.append(self._spawn(slot, config))
             ok = await self._await_ready(fresh, config.worker_start_timeout)
-        except OSError as exc:
+        except (OSError, TLSError) as exc:
             log.error("cannot start a worker: %s", exc)
             ok = False
         if not ok or self.stopping:
@@ -508,9 +524,10 @@ class Supervisor:
             self._retire(fresh, 0.0)
             self._close_unused_listeners(self.config)
             return
-        old, self.slots, self.config = self.slots, fresh, config
+        old, old_config = self.slots, self.config
+        self.slots, self.config = fresh, config
         self._backoff.clear()
-        self._retire(old, config.graceful_timeout)
+        self._retire(old, old_config.graceful_timeout)
         self._close_unused_listeners(config)
         log.info(
             "reloaded: pids %s serve; pids %s drain",
@@ -521,6 +538,11 @@ class Supervisor:
     async def _shutdown(self) -> None:
         self.stopping = True
         sd_notify("STOPPING=1")
+        if self._reload_task is not None and not self._reload_task.done():
+            # Its new workers, if any, are in self.workers: they drain with the rest.
+            self._reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reload_task
         for handle in self._restarts:
             handle.cancel()
         self._restarts.clear()
@@ -531,17 +553,12 @@ class Supervisor:
         # are refused (a load balancer moves on) rather than queued where nobody accepts.
         self._close_listeners()
         exits = [w.exited for w in workers]
-        if not exits:
-            return
-        _, late = await asyncio.wait(exits, timeout=self.config.graceful_timeout + EXIT_GRACE)
-        if late:
-            log.error("%d workers did not exit in time; killing them", len(late))
-            self._signal(list(self.workers), signal.SIGKILL)
-            await asyncio.wait(exits, timeout=EXIT_GRACE)
-        if self._reload_task is not None:
-            self._reload_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reload_task
+        if exits:
+            _, late = await asyncio.wait(exits, timeout=self.config.graceful_timeout + EXIT_GRACE)
+            if late:
+                log.error("%d workers did not exit in time; killing them", len(late))
+                self._signal(list(self.workers), signal.SIGKILL)
+                await asyncio.wait(exits, timeout=EXIT_GRACE)
         if self._metrics is not None:
             # Last: /readyz said 503 through the whole drain.
             await self._metrics.close()
@@ -590,6 +607,8 @@ class Supervisor:
         self._close_listeners()
         if self._snapshot_dir is not None:
             shutil.rmtree(self._snapshot_dir, ignore_errors=True)
+        if self._self_signed is not None:
+            shutil.rmtree(os.path.dirname(self._self_signed[0]), ignore_errors=True)
         for fd in (self._lifeline_r, self._lifeline_w):
             with contextlib.suppress(OSError):
                 os.close(fd)

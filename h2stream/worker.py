@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -113,11 +114,21 @@ def serve_worker(
         log.warning("worker %d: the supervisor is gone; draining", os.getpid())
         server.request_stop()
 
+    stop_early = False
+
+    def on_sigterm() -> None:
+        nonlocal stop_early
+        stop_early = True  # before start(), request_stop() has nothing to stop yet
+        server.request_stop()
+
     async def serve() -> None:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
         await server.start(announce=lambda line: None, sockets=sockets)
-        loop.add_signal_handler(signal.SIGTERM, server.request_stop)
+        if stop_early:
+            server.request_stop()
         loop.add_reader(lifeline_fd, on_lifeline)
-        os.write(status_fd, READY)
+        with contextlib.suppress(OSError):  # a supervisor already gone: the lifeline says so
+            os.write(status_fd, READY)
         log.debug("worker %d accepting", os.getpid())
         await server.serve_until_stopped()
 

@@ -267,3 +267,41 @@ def test_systemd_notify(server_factory: Callable[..., ServerProcess], tmp_path: 
         server.signal(signal.SIGTERM)
         assert notify.recv(4096).decode() == "STOPPING=1"
         assert server.wait(15) == 0
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as answer:
+        return str(answer.read().decode())
+
+
+def _served(text: str) -> int:
+    for line in text.splitlines():
+        if line.startswith('h2stream_streams_total{status_class="2xx"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    raise AssertionError("no h2stream_streams_total in /metrics")
+
+
+def test_metrics_are_summed_over_workers_and_survive_a_dead_worker(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory("--workers", "2", "--metrics-bind", "127.0.0.1:0")
+    metrics = metrics_url(server)
+    pids = wait_for_workers(server.pid, 2)
+    clients = [RawH2Client(server.port) for _ in range(CONNECTIONS)]
+    try:
+        for client in clients:
+            fetch_hello(client)
+        counts = established_by_pid(pids, server.port)
+        assert all(counts.values()), counts
+        # Workers publish every half second; the sum covers both.
+        assert wait_until(lambda: _served(_scrape(metrics)) == CONNECTIONS, 5)
+        text = _scrape(metrics)
+        for pid, count in counts.items():
+            assert f'h2stream_worker_connections_active{{worker="{pid}"}} {count}.0' in text
+    finally:
+        for client in clients:
+            client.close()
+    # A killed worker's counts stay in the sum (counters never go backwards).
+    psutil.Process(min(pids)).send_signal(signal.SIGKILL)
+    wait_for_workers(server.pid, 2, without=[min(pids)])
+    assert _served(_scrape(metrics)) == CONNECTIONS
