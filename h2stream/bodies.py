@@ -270,6 +270,8 @@ class FileBody(Body):
 
     def _emit_copy(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
         """Read, then frame: the path that may carry END_STREAM."""
+        if allowed <= 0:
+            return 0  # a zero-copy run used the whole turn: no empty DATA frame
         end_stream = allowed == self.remaining
         got = sink.copy_file_frames(stream_id, self.fd, self.offset, allowed, max_frame, end_stream)
         if got < allowed:

@@ -57,6 +57,9 @@ _FLOOD_KIND: dict[type, int] = {
     AltSvcFrame: EMPTY,
 }
 
+# Decoded header blocks kept per connection (see IndexedFastDecoder._decode_cached).
+_BLOCK_CACHE_MAX = 64
+
 # Sweep h2's table of closed streams every this many finished streams (h2 does it on every
 # HEADERS frame, which costs O(open streams) per request).
 _SWEEP_EVERY = 256
@@ -138,8 +141,15 @@ class ServerConnection(h2.connection.H2Connection):
         # error (TooManyStreamsError) instead.
         return 0
 
-    def stream_finished(self) -> None:
-        """Called as each stream leaves the session; sweeps h2's closed streams now and then."""
+    def stream_finished(self, stream_id: int) -> None:
+        """Called as each stream leaves the session. A closed stream moves to h2's table of
+        closed streams at once (what h2's own sweep would do); one whose request is still
+        arriving is left for an occasional sweep."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.closed:
+            del self.streams[stream_id]
+            self._closed_streams[stream_id] = stream.closed_by
+            return
         self._finished_since_sweep += 1
         if self._finished_since_sweep >= _SWEEP_EVERY:
             self._finished_since_sweep = 0
@@ -161,16 +171,49 @@ class IndexedFastDecoder(Decoder):
     state, so it decodes to plain lookups; anything else goes through hpack as before.
     """
 
+    # Blocks that left the dynamic table as it was, decoded: valid until the table changes.
+    # (Set per instance by _decode_cached; the class is swapped onto h2's decoder.)
+    _blocks: dict[bytes, list[Any]]
+    _table_mark: tuple[object, int]
+
     def decode(self, data: bytes, raw: bool = False) -> Any:
         try:
             # Every byte >= 0x80 is an indexed field; 0xff would start a multi-byte index.
             if raw and data and min(data) >= 0x80 and data.find(b"\xff") < 0:
                 return self._decode_indexed_only(data)
+            if raw:
+                return self._decode_cached(data)
             return super().decode(data, raw)
         except OversizedHeaderListError:
             raise  # h2 answers it as a denial of service (ENHANCE_YOUR_CALM)
         except (HPACKError, IndexError, TypeError, UnicodeDecodeError) as exc:
             raise HeaderCompressionError(f"cannot decode header block: {exc}") from exc
+
+    def _decode_cached(self, data: bytes) -> list[Any]:
+        """Blocks that add nothing to the table (indexed fields and literals without
+        indexing: what h2load and many clients repeat) decode the same while the table is
+        unchanged. Any insertion puts a new entry object at the table's front, so the front
+        entry's identity and the table length tell whether cached blocks still hold."""
+        entries = self.header_table.dynamic_entries
+        mark = (entries[0] if entries else None, len(entries))
+        try:
+            blocks = self._blocks
+            if self._table_mark[0] is not mark[0] or self._table_mark[1] != mark[1]:
+                blocks.clear()
+                self._table_mark = mark
+        except AttributeError:
+            blocks = self._blocks = {}
+            self._table_mark = mark
+        cached = blocks.get(data)
+        if cached is not None:
+            return list(cached)
+        headers = list(super().decode(data, True))
+        entries = self.header_table.dynamic_entries
+        if (entries[0] if entries else None) is mark[0] and len(entries) == mark[1]:
+            if len(blocks) >= _BLOCK_CACHE_MAX:
+                blocks.clear()
+            blocks[bytes(data)] = list(headers)
+        return headers
 
     def _decode_indexed_only(self, data: bytes) -> list[tuple[bytes, bytes]]:
         get = self.header_table.get_by_index

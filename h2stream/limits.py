@@ -134,6 +134,12 @@ class FloodLimits:
         name = FLOOD_KINDS[kind]
         self._fire(name)
 
+    def data_sent(self, frames: int) -> None:
+        """We sent ``frames`` DATA frames: a peer may answer each with a stream and a
+        connection WINDOW_UPDATE (HAProxy does, with small increments), so each is credit
+        against the small-WINDOW_UPDATE budget. A flood is updates nobody asked for."""
+        self.counts[WINDOW_UPDATE] -= 2 * frames
+
     def peer_reset(self, highest_stream_id: int) -> None:
         """A RST_STREAM from the peer. ``highest_stream_id`` tells how many streams it opened."""
         self.resets += 1

@@ -530,6 +530,7 @@ class Session:
         budget = self.config.write_quantum
         turn = self.config.stream_turn_bytes
         solo = max(turn, _SOLO_RUN)
+        flood = conn.flood
         while ready and sink.writable and budget > 0:
             conn_window = conn.outbound_flow_control_window
             if conn_window <= 0:
@@ -553,6 +554,8 @@ class Session:
                 if not stream.bytes_sent:
                     stream.first_byte_at = time.monotonic()
                 stream.bytes_sent += sent
+                if flood is not None:
+                    flood.data_sent(sent // max_frame + 1)
             if body.failed:
                 # The source broke mid-body (file shrank): never end it as if complete.
                 log.warning("stream %d: body source failed, resetting", stream.stream_id)
@@ -599,7 +602,7 @@ class Session:
         if stream.blocked:
             # Ended while parked (reset, connection lost): that wait was a stall too.
             STATS.flow_control_stall_seconds += time.monotonic() - stream.blocked_since
-        self.conn.stream_finished()
+        self.conn.stream_finished(stream_id)
         body = stream.body
         if body is not None:
             stream.mode = body.mode

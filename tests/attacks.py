@@ -167,7 +167,7 @@ class RawConnection:
         self.sock.settimeout(timeout)
         try:
             chunk = self.sock.recv(1 << 20)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: timeout 0, nothing there
             return False
         except (ConnectionResetError, OSError):
             self.closed = True
@@ -201,6 +201,12 @@ class RawConnection:
             self.read(min(left, 0.5))
         return True
 
+    def read_for(self, seconds: float) -> None:
+        """Read whatever arrives for ``seconds`` (a pacing pause that keeps reading)."""
+        deadline = time.monotonic() + seconds
+        while not self.closed and (left := deadline - time.monotonic()) > 0:
+            self.read(left)
+
     def wait_closed(self, timeout: float = 10) -> bool:
         """Read (and keep the frames) until the server closes the connection."""
         return self.until(lambda: self.closed, timeout)
@@ -216,7 +222,9 @@ class RawConnection:
         return [f.kind for f in self.frames if f.stream_id == stream_id]
 
     def body(self, stream_id: int) -> bytes:
-        return b"".join(f.payload for f in self.frames if f.kind == DATA and f.stream_id == stream_id)
+        return b"".join(
+            f.payload for f in self.frames if f.kind == DATA and f.stream_id == stream_id
+        )
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -314,7 +322,9 @@ def fetch(port: int, path: str, timeout: float = 10) -> bytes:
 
 
 @contextlib.contextmanager
-def attack_running(mount: Callable[[], None], max_seconds: float = 30) -> Iterator[Callable[[], int]]:
+def attack_running(
+    mount: Callable[[], None], max_seconds: float = 30
+) -> Iterator[Callable[[], int]]:
     """Run ``mount`` (one round of an attack) over and over on a thread until the block ends.
 
     Yields a function returning the rounds completed so far; the block runs once the first
@@ -341,12 +351,13 @@ def attack_running(mount: Callable[[], None], max_seconds: float = 30) -> Iterat
     assert started.wait(10)
     try:
         yield lambda: rounds[0]
-        assert thread.is_alive(), "the attack ended before the good client was done"
+        alive = thread.is_alive()
     finally:
         stop.set()
         thread.join(max_seconds + 10)
     if errors:
         raise errors[0]
+    assert alive, "the attack ended before the good client was done"
 
 
 def served_during(port: int, path: str, expected: bytes, count: int = 3) -> None:
