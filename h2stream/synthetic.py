@@ -102,9 +102,10 @@ def pattern_bytes(offset: int, length: int) -> bytes:
 class PatternBody(Body):
     """``remaining`` bytes of the repeating pattern from ``offset``: no Task, no copies.
 
-    Per frame the cost is the 9-byte header plus either one ``sendfile`` of the memfd (h2c,
-    through the sink's batched zero-copy loop, as file bodies) or one memoryview slice of the
-    mapped pattern. The last frame goes by the copy path so it can carry END_STREAM.
+    It rides the sink's two file paths, as file bodies do: on h2c each frame is a 9-byte header
+    plus one ``sendfile`` of the memfd; otherwise a run of frames is one ``preadv`` of the memfd
+    into the sink's reused buffer. The last frame goes by the copy path so it can carry
+    END_STREAM. Nothing is allocated per frame beyond the header.
     """
 
     __slots__ = ("_fd", "_view", "mode", "offset", "remaining")
@@ -140,18 +141,33 @@ class PatternBody(Body):
                 run -= done
                 if done < span:
                     return sent  # the socket is full: resume_writing brings us back
-        pack = DATA_HEADER.pack
-        view = self._view
+        fd = self._fd
         while sent < n and sink.writable:
-            remaining = self.remaining
-            size = min(max_frame, n - sent)
-            offset = self.offset
-            sink.write(pack(size << 8, FLAG_END_STREAM if size == remaining else 0, stream_id))
-            sink.write(view[offset : offset + size])
-            STATS.body_bytes_copy += size
-            self._advance(size)
-            sent += size
+            span = min(n - sent, _SPAN - self.offset)
+            end_stream = span == self.remaining
+            if fd >= 0:
+                # The sink's copy path: one preadv of the memfd into its reused frame buffer.
+                sink.copy_file_frames(stream_id, fd, self.offset, span, max_frame, end_stream)
+            else:
+                self._frame_views(sink, stream_id, span, max_frame, end_stream)
+            STATS.body_bytes_copy += span
+            self._advance(span)
+            sent += span
         return sent
+
+    def _frame_views(
+        self, sink: FrameSink, stream_id: int, count: int, max_frame: int, end_stream: bool
+    ) -> None:
+        """Without a memfd: frames as views of the in-memory pattern."""
+        pack = DATA_HEADER.pack
+        offset = self.offset
+        stop = offset + count
+        while offset < stop:
+            size = min(max_frame, stop - offset)
+            last = end_stream and offset + size == stop
+            sink.write(pack(size << 8, FLAG_END_STREAM if last else 0, stream_id))
+            sink.write(self._view[offset : offset + size])
+            offset += size
 
     def _advance(self, n: int) -> None:
         self.remaining -= n
@@ -318,14 +334,14 @@ class _SinkReader:
         self.received = 0
 
     def feed(self, data: bytes, flow_controlled_length: int) -> None:
+        # Consumed on arrival, whatever happens next: the credit always goes back.
+        self._session.return_credit(self._stream.stream_id, flow_controlled_length)
         if self._done:
             return
         self.received += len(data)
         if self.received > self._limit:
             self._done = True
             _too_large(self._session, self._stream)
-            return
-        self._session.return_credit(self._stream.stream_id, flow_controlled_length)
 
     def end(self, error: BaseException | None = None) -> None:
         if self._done:

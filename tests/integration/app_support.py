@@ -1,8 +1,9 @@
 """Helpers for the application, compression, upload and built-in endpoint tests.
 
 ``AppServer`` is the real server on a thread of the test process (like conftest's
-InProcessServer) with an :class:`h2stream.app.App` composed exactly as ``h2stream serve --app``
-composes it: built-in endpoints in front, the app, the directory behind. Handlers run on the
+InProcessServer) with an :class:`h2stream.app.App` composed by the CLI's own
+``build_handler``, as ``h2stream serve ROOT --app`` composes it: built-in endpoints in front,
+the app, the directory behind. Handlers run on the
 server's loop; tests talk to them through ``threading`` primitives and read ``STATS``.
 
 ``UploadClient`` is RawH2Client plus a request body sender that sends only what the windows
@@ -22,24 +23,9 @@ import h2.events
 from h2client import RawH2Client
 
 from h2stream.app import App
+from h2stream.cli import build_handler
 from h2stream.config import Config, parse_bind
-from h2stream.encoding import EncodingPolicy
 from h2stream.server import Server, new_event_loop
-from h2stream.session import Handler
-from h2stream.static import StaticFiles
-from h2stream.synthetic import BuiltinEndpoints, with_builtins
-
-
-def compose(config: Config, app: App | None, serve_root: bool = True) -> Handler:
-    """The handler ``h2stream serve [ROOT] [--app]`` builds (see cli.build_handler)."""
-    policy = EncodingPolicy.from_config(config)
-    handler: Handler | None = StaticFiles(config.root, policy) if serve_root else None
-    if app is not None:
-        handler = app.bind(config, fallback=handler, policy=policy)
-    if config.builtin_endpoints:
-        return with_builtins(BuiltinEndpoints(config, policy), handler)
-    assert handler is not None
-    return handler
 
 
 class AppServer:
@@ -50,7 +36,7 @@ class AppServer:
         self.config = config.replace(**changes)
         self.app = app
         self.loop = new_event_loop("auto")
-        self.server = Server(self.config, compose(self.config, app))
+        self.server = Server(self.config, build_handler(self.config, app, serve_root=True))
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.call(self.server.start(announce=lambda line: None))

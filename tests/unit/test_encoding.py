@@ -21,6 +21,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from h2stream.bodies import SinkBase
 from h2stream.encoding import (
     CompressedBody,
     CompressedChunkBody,
@@ -42,7 +43,7 @@ from h2stream.synthetic import (
 FRAME = struct.Struct(">IBI")
 
 
-class RecordingSink:
+class RecordingSink(SinkBase):
     """A FrameSink that records the bytes; sendfile frames are read from the fd."""
 
     writable = True
