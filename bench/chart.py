@@ -44,7 +44,8 @@ def draw(
         ax.set_yscale("log")
         ax.set_title(f"{proto}: medians (MB/s = 2^20 B/s; higher is better)")
         ax.grid(axis="y", which="both", alpha=0.3)
-    axes[0, 0].legend(fontsize="small", ncol=min(4, len(shown)))
+    # Beside the first panel, not over the bars.
+    axes[0, 0].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -133,6 +134,10 @@ def options(argv: list[str] | None = None) -> Options | int:
     return opts
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = options(argv)
     if isinstance(opts, int):
@@ -144,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    # SIGTERM (a test runner's timeout, a CI cancel) unwinds like Ctrl-C, so the rounds'
+    # finally blocks stop every server this run started.
+    signal.signal(signal.SIGTERM, _interrupt)
     outcome = Runner(opts).run()
     failed = write_all(outcome, opts)
     return 1 if failed else 0

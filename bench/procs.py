@@ -7,6 +7,7 @@ workers, the descendants psutil finds under that pid at stop time.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -35,6 +36,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask the kernel to SIGTERM it when the harness dies.
+
+    The servers run in their own session (see start), so if the harness is killed outright
+    (a test's timeout sends SIGKILL) nothing else would stop them.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @dataclass
 class Started:
     proc: subprocess.Popen[bytes]
@@ -60,6 +74,7 @@ def start(argv: list[str], *, env: dict[str, str], cwd: Path, log_path: Path) ->
             # Own session: a Ctrl-C in the harness's terminal reaches the harness, which then
             # stops each server in order, instead of racing all of them at once.
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     return Started(proc, log_path, argv)
 
@@ -93,27 +108,35 @@ def wait_accepting(started: Started, port: int, timeout: float) -> float:
 
 def _descendants(pid: int) -> list[psutil.Process]:
     try:
-        return psutil.Process(pid).children(recursive=True)
+        kids: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
+    return kids
 
 
 def stop(started: Started, grace: float = 5.0) -> int | None:
     """SIGTERM the server, SIGKILL it (and descendants it left) after ``grace`` seconds."""
-    proc = started.proc
-    kids = _descendants(proc.pid)
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
+    stop_all([started], grace)
+    return started.proc.returncode
+
+
+def stop_all(servers: list[Started], grace: float = 5.0) -> None:
+    """Stop several servers at once: all get SIGTERM first, so their shutdowns overlap."""
+    kids = {st.pid: _descendants(st.pid) for st in servers}
+    for st in servers:
+        if st.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(st.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for st in servers:
         try:
-            proc.wait(timeout=grace)
+            st.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=grace)
-    # Workers that outlived their parent (a multi-process server killed hard) are ours too.
-    for kid in kids:
-        with contextlib.suppress(psutil.Error):
-            if kid.is_running():
-                kid.kill()
-    return proc.returncode
+                os.kill(st.pid, signal.SIGKILL)
+            st.proc.wait(timeout=grace)
+        # Workers that outlived their parent (a multi-process server killed hard) are ours too.
+        for kid in kids[st.pid]:
+            with contextlib.suppress(psutil.Error):
+                if kid.is_running():
+                    kid.kill()

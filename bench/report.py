@@ -71,7 +71,7 @@ def summarize(records: list[Record], reference: str) -> list[Cell]:
             if r.peak_rss_mib is not None:
                 cell.rss.append(r.peak_rss_mib)
         else:
-            cell.failures.append((r.round, r.reason))
+            cell.failures.append((r.round, r.reason + _log_hint(r.server_log)))
     for cell in cells.values():
         for name, attr in ((reference, "ratio_ref"), (SUBJECT, "ratio_subject")):
             other = cells.get((cell.proto, cell.scenario, name))
@@ -79,6 +79,12 @@ def summarize(records: list[Record], reference: str) -> list[Cell]:
             if mine is not None and theirs:
                 setattr(cell, attr, mine / theirs)
     return list(cells.values())
+
+
+def _log_hint(log: str, limit: int = 160) -> str:
+    """The server's last log line of a failed run, which often names the cause."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    return f" (server log: {lines[-1][-limit:]})" if lines else ""
 
 
 def _num(x: float | None, digits: int = 0) -> str:
@@ -168,7 +174,7 @@ def _footnotes(outcome: Outcome, cells: list[Cell], opts: Options) -> list[str]:
         for n, names in reduced.items():
             out.append(
                 f"- † {scenario}: {', '.join(names)} ran with -n {n:,} instead of {full:,}, "
-                "so one run takes seconds rather than minutes: req/s stays comparable."
+                "to keep a full run near 20 minutes: req/s stays comparable."
             )
     for c in cells:
         if c.failures:

@@ -164,17 +164,32 @@ class Runner:
 
     def _start_all(self, servers: list[Server], proto: str, round_no: int) -> list[Instance]:
         """Launch every server at once (their start-ups overlap), then wait for each."""
-        pending = []
-        for server in servers:
-            workdir = self.tmp / f"r{round_no}-{proto}-{server.name}"
-            workdir.mkdir()
-            pending.append(self._launch(server, proto, workdir))
-        running = []
+        pending: list[Pending] = []
+        running: list[Instance] = []
+        try:
+            for server in servers:
+                workdir = self.tmp / f"r{round_no}-{proto}-{server.name}"
+                workdir.mkdir()
+                pending.append(self._launch(server, proto, workdir))
+            self._await_all(pending, running, round_no)
+        except BaseException:
+            # Interrupted mid-start: stop what was launched before passing the exception on.
+            procs.stop_all([p.started for p in pending])
+            raise
+        return running
+
+    def _await_all(self, pending: list[Pending], running: list[Instance], round_no: int) -> None:
         for p in pending:
+            proto = p.proto
             got = self._await(p)
             if isinstance(got, str) and got.startswith("failed to start"):
                 # Once more alone: the probed port may have been taken before the server bound it.
-                got = self._await(self._launch(p.server, proto, p.started.log_path.parent))
+                retry = self._launch(p.server, proto, p.started.log_path.parent)
+                try:
+                    got = self._await(retry)
+                except BaseException:
+                    procs.stop(retry.started)
+                    raise
             if isinstance(got, str):
                 note = f"{p.server.name} ({proto}): {got}"
                 say("  " + note)
@@ -185,7 +200,6 @@ class Runner:
                         self._skip(round_no, proto, sc, p.server, got)
             else:
                 running.append(got)
-        return running
 
     # -- measuring ---------------------------------------------------------------------------
 
@@ -258,8 +272,7 @@ class Runner:
                     self.out.records.append(rec)
                     say("  " + _line(rec))
         finally:
-            for inst in running:
-                procs.stop(inst.started)
+            procs.stop_all([inst.started for inst in running])
 
     # -- raw-socket references -----------------------------------------------------------------
 
@@ -291,8 +304,7 @@ class Runner:
         except procs.StartError as exc:
             self.out.notes.append(f"raw-socket references skipped: {exc}")
         finally:
-            for st, _ in started.values():
-                procs.stop(st)
+            procs.stop_all([st for st, _ in started.values()])
 
     # -- the whole run -------------------------------------------------------------------------
 
@@ -307,6 +319,10 @@ class Runner:
             for round_no in range(1, self.opts.rounds + 1):
                 for proto in self.opts.protos:
                     self._round(servers, proto, round_no)
+        except KeyboardInterrupt:
+            # The rounds' finally blocks have stopped the servers; keep what was measured.
+            self.out.notes.append("interrupted: partial results")
+            say("interrupted: writing partial results")
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.out.seconds = time.monotonic() - t0

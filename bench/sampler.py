@@ -29,7 +29,7 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 def _cpu(proc: psutil.Process) -> float:
     t = proc.cpu_times()
-    return t.user + t.system + t.children_user + t.children_system
+    return float(t.user + t.system + t.children_user + t.children_system)
 
 
 def _reset_hwm(pid: int) -> bool:

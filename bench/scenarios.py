@@ -29,7 +29,7 @@ class Scenario:
     metric: str
     full: Load
     quick: Load
-    # -n for servers flagged slow (Python peers) so one run stays within seconds; None: same -n.
+    # -n for servers flagged slow (see Server.slow) so one run takes seconds; None: same -n.
     slow_n: int | None = None
     # Small enough for the from-memory variants, which preload only files up to 1 MiB.
     fits_memory: bool = False
@@ -106,7 +106,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "NDJSON body compressed with zstd (accept-encoding: zstd); runs once the server "
         "answers /_h2stream/ndjson with content-encoding zstd",
         RPS,
-        full=Load("/_h2stream/ndjson?rows=10000", 2_000, 4, 10),
+        full=Load("/_h2stream/ndjson?rows=10000", 400, 4, 10),
         quick=Load("/_h2stream/ndjson?rows=100", 100, 2, 10),
         needs="zstd",
         headers=("accept-encoding: zstd",),

@@ -39,7 +39,8 @@ class Server:
     name: str = ""
     # Package or binary shown with the version in the results.
     software: str = ""
-    # Python peers get the scenarios' smaller ``slow_n`` so one run stays within seconds.
+    # Gets the scenarios' smaller ``slow_n`` (B-1k, B-1m) so one run stays within seconds: the
+    # slow peers, and h2stream's secondary variants, which would double its share of the time.
     slow: bool = False
     # Answers from bytes held in memory: only scenarios whose files fit (<= 1 MiB).
     memory: bool = False

@@ -64,6 +64,7 @@ class H2Stream(Server):
 class H2StreamNoSendfile(H2Stream):
     name = "h2stream-nosendfile"
     extra_args = ("--no-sendfile",)
+    slow = True
     notes = ("--no-sendfile: the bounded copy path on h2c too (TLS always copies)",)
 
 
@@ -72,6 +73,7 @@ class H2StreamMemory(H2Stream):
 
     name = "h2stream-mem"
     memory = True
+    slow = True
 
     def required(self) -> str | None:
         return "bytes"

@@ -6,6 +6,7 @@ the right byte count), never how fast anything was.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -16,15 +17,42 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) missing"),
-]
+# A real h2load summary (nghttp2 1.52), as tools/h2load_parse.py must read it.
+H2LOAD_SAMPLE = """\
+Application protocol: h2c
+progress: 100% done
+
+finished in 846.28ms, 2363.28 req/s, 2.31GB/s
+requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed, 0 errored, 0 timeout
+status codes: 2000 2xx, 0 3xx, 0 4xx, 0 5xx
+traffic: 1.96GB (2099700196) total, 220.70KB (226000) headers (space savings 38.92%), \
+1.95GB (2097152000) data
+"""
 
 
+def test_h2load_parse_keeps_h2loads_binary_units() -> None:
+    spec = importlib.util.spec_from_file_location("h2load_parse", REPO / "tools/h2load_parse.py")
+    assert spec is not None and spec.loader is not None
+    parser = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parser)
+
+    got = parser.parse(H2LOAD_SAMPLE)
+    assert got["complete"] and got["protocol"] == "h2c"
+    assert got["requests"]["succeeded"] == 2000 and got["requests"]["failed"] == 0
+    assert got["status"]["2xx"] == 2000
+    assert got["data_bytes"] == 2000 * 1024 * 1024
+    # "2.31GB/s" is 2.31 * 1024 MiB/s: the exact figure agrees within the printed rounding.
+    assert abs(got["mb_per_s"] - 2.31 * 1024) < 0.005 * 1024
+    assert parser.parse("connect refused")["complete"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) missing")
 def test_quick_run_produces_numbers(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "bench", "--quick", "--servers", "h2stream,nginx"]
     argv += ["--out", str(tmp_path), "--data", str(tmp_path / "data"), "--no-chart"]
+    # The harness's own budget ends it before the timeout, so it always stops its servers.
+    argv += ["--budget", "80"]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
     log = f"exit {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
 
