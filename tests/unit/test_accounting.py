@@ -356,6 +356,11 @@ class Harness:
         self.deliver(self.client.data_to_send())
 
     def change_initial_window(self, value: int) -> None:
+        if not self.stream_open:
+            # The body is complete: a later SETTINGS change moves no window of ours (the
+            # session drops closed streams from h2's table at once; a plain h2 keeps them and
+            # would apply the delta to a closed stream's stale window).
+            return
         _, stream = self.server_windows()
         # The open stream's window moves by the delta and must stay <= 2**31-1 (RFC 9113 6.9.2).
         value = min(value, self.initial_window + MAX_WINDOW - stream)
