@@ -69,6 +69,10 @@ class ServerConnection(h2.connection.H2Connection):
     """h2's connection with stream counting handed to the session, and flood accounting."""
 
     _finished_since_sweep = 0
+    # h2 remembers how each of the last 65,536 streams closed (to tell a late frame on a stream
+    # we reset from a protocol error): about 100 bytes each, 6 MiB per busy connection. Late
+    # frames arrive within a round trip, so the last 1,024 streams are plenty.
+    MAX_CLOSED_STREAMS = 1024
     # Flood counters (limits.py), installed by the session; None counts nothing.
     flood: FloodLimits | None = None
 
