@@ -133,7 +133,38 @@ class BytesBody(Body):
         return sent
 
 
-class ChunkBody(Body):
+class ProducerHandover:
+    """The handover both producer-fed bodies share: one chunk in flight, and the future its
+    producer awaits until the chunk's bytes are framed (see :class:`ChunkBody`). The fields
+    live in each subclass's slots."""
+
+    _waiter: asyncio.Future[None] | None
+    _end: bool
+    trailers: list[tuple[bytes, bytes]] | None
+
+    def _take(
+        self,
+        busy: bool,
+        waiter: asyncio.Future[None],
+        end: bool,
+        trailers: list[tuple[bytes, bytes]] | None,
+    ) -> None:
+        if busy:
+            raise RuntimeError("send() while the previous chunk is still in flight")
+        self._waiter = waiter
+        self._end = end
+        self.trailers = trailers
+
+    def _resolve(self, error: BaseException | None) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
+
+class ChunkBody(ProducerHandover, Body):
     """Chunks handed over one at a time by a producer that awaits each chunk's framing.
 
     The producer's await on :meth:`put` is the producer pause: its future resolves only when
@@ -166,13 +197,9 @@ class ChunkBody(Body):
         end: bool,
         trailers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
-        if self._view is not None or self._ended:
-            raise RuntimeError("send() while the previous chunk is still in flight")
+        self._take(self._view is not None or self._ended, waiter, end, trailers)
         self._view = memoryview(data).cast("B")
         self._pos = 0
-        self._waiter = waiter
-        self._end = end
-        self.trailers = trailers
 
     def emit(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
         view = self._view
@@ -199,14 +226,6 @@ class ChunkBody(Body):
             self._ended = self._end
             self._resolve(None)
         return sent
-
-    def _resolve(self, error: BaseException | None) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            if error is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(error)
 
     def close(self) -> None:
         self._view = None

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import zstandard
 
-from .bodies import DATA_HEADER, FLAG_END_STREAM, Body, FrameSink
+from .bodies import DATA_HEADER, FLAG_END_STREAM, Body, FrameSink, ProducerHandover
 from .config import Config
 from .sources import CHUNK, Source
 from .stats import STATS
@@ -422,7 +422,7 @@ class CompressedBody(_EncodedBody):
         self._source.close()
 
 
-class CompressedChunkBody(_EncodedBody):
+class CompressedChunkBody(ProducerHandover, _EncodedBody):
     """Chunks handed over by an application producer, compressed as the window opens.
 
     Like :class:`~h2stream.bodies.ChunkBody`, :meth:`put` takes one chunk and a future that
@@ -452,13 +452,9 @@ class CompressedChunkBody(_EncodedBody):
         end: bool,
         trailers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
-        if self._input is not None or self._finished:
-            raise RuntimeError("send() while the previous chunk is still in flight")
+        self._take(self._input is not None or self._finished, waiter, end, trailers)
         self._input = memoryview(data).cast("B")
         self._in_pos = 0
-        self._waiter = waiter
-        self._end = end
-        self.trailers = trailers
 
     def emit(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
         sent = 0
@@ -491,14 +487,6 @@ class CompressedChunkBody(_EncodedBody):
             self._out = memoryview(out)
             self._pos = 0
         return sent
-
-    def _resolve(self, error: BaseException | None) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            if error is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(error)
 
     def close(self) -> None:
         self._input = None

@@ -171,13 +171,6 @@ class TransportSink(SinkBase):
             self._copy_buf = bytearray(_COPY_BUF)
         return count
 
-    def send_file_frame(self, header: bytes, fd: int, offset: int, count: int) -> int:
-        """One frame whose header is given (flags 0): :meth:`send_file_frames` for a frame.
-        Returns ``count``, or less when the file shrank under it."""
-        stream_id = DATA_HEADER.unpack(header)[2]
-        sent, complete = self.send_file_frames(stream_id, fd, offset, count, count)
-        return sent if complete else 0
-
     def _peer_gone(self, done: int) -> tuple[int, bool]:
         """The peer closed or reset the socket under a zero-copy frame (EPIPE, ECONNRESET):
         not our error. Stop writing and end the connection; connection_lost cleans up."""
