@@ -91,6 +91,15 @@ class ServerProcess:
         command = [sys.executable, "-m", "h2stream", "serve", str(root), *args]
         if not any(a == "--bind" or a.startswith("--bind=") for a in args):
             command += ["--bind", "127.0.0.1:0"]
+        self._launch(command, env)
+
+    def _launch(
+        self,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        """Start ``command`` and wait for its listening line (subclasses build the command)."""
         self.command = command
         self.proc = subprocess.Popen(
             command,
@@ -99,6 +108,7 @@ class ServerProcess:
             text=True,
             cwd=REPO,
             env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn,
         )
         self.pid = self.proc.pid
         self.urls: list[str] = []

@@ -6,7 +6,6 @@ Every wait here has a deadline; processes are found by pid (psutil), never by na
 from __future__ import annotations
 
 import importlib.util
-import os
 import queue
 import re
 import subprocess
@@ -170,19 +169,4 @@ class Launched(ServerProcess):
     configured by a file or the environment; otherwise a :class:`ServerProcess`."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.command = h2stream_command(*args)
-        self.proc = subprocess.Popen(
-            self.command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-            env={**os.environ, **(env or {})},
-        )
-        self.pid = self.proc.pid
-        self.urls: list[str] = []
-        self.stderr_lines: list[str] = []
-        self._read_listen_lines()
-        self.url = self.urls[0]
-        self.port = int(self.url.rsplit(":", 1)[1])
-        self.ps = psutil.Process(self.pid)
+        self._launch(h2stream_command(*args), env)

@@ -23,7 +23,7 @@ import httpx
 import psutil
 import pytest
 from app_support import AppServer, UploadClient, wait_for
-from conftest import REPO, SIZES, ServerProcess, require
+from conftest import SIZES, ServerProcess, require
 
 from h2stream.app import App, FileResponse, Request, Response
 
@@ -384,31 +384,17 @@ class AppOnlyProcess(ServerProcess):
     """``h2stream serve --app examples.export_app:app`` without a ROOT argument."""
 
     def __init__(self) -> None:
-        import os
         import sys
 
-        self.command = [
-            sys.executable,
-            "-m",
-            "h2stream",
-            "serve",
-            "--app",
-            "examples.export_app:app",
-            "--bind",
-            "127.0.0.1:0",
-        ]
-        self.proc = subprocess.Popen(
-            self.command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-            env=dict(os.environ),
+        self._launch(
+            [
+                sys.executable,
+                "-m",
+                "h2stream",
+                "serve",
+                "--app",
+                "examples.export_app:app",
+                "--bind",
+                "127.0.0.1:0",
+            ]
         )
-        self.pid = self.proc.pid
-        self.urls = []
-        self.stderr_lines = []
-        self._read_listen_lines()
-        self.url = self.urls[0]
-        self.port = int(self.url.rsplit(":", 1)[1])
-        self.ps = psutil.Process(self.pid)

@@ -5,13 +5,11 @@ instead of failing on EMFILE; what is already open keeps being served."""
 from __future__ import annotations
 
 import resource
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 from attacks import (
     GOAWAY,
     HEADERS,
@@ -27,7 +25,7 @@ from attacks import (
     request_block,
     start,
 )
-from conftest import REPO, ServerProcess
+from conftest import ServerProcess
 from h2client import RawH2Client
 
 
@@ -81,22 +79,7 @@ class FdLimitedServer(ServerProcess):
             resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
         command = [sys.executable, "-m", "h2stream", "serve", str(root), "--bind", "127.0.0.1:0"]
-        self.command = [*command, *args]
-        self.proc = subprocess.Popen(
-            self.command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-            preexec_fn=lower,
-        )
-        self.pid = self.proc.pid
-        self.urls = []
-        self.stderr_lines = []
-        self._read_listen_lines()
-        self.url = self.urls[0]
-        self.port = int(self.url.rsplit(":", 1)[1])
-        self.ps = psutil.Process(self.pid)
+        self._launch([*command, *args], preexec_fn=lower)
 
 
 def test_fd_budget_instead_of_emfile(files_root: Path) -> None:

@@ -16,14 +16,12 @@ import os
 import socket
 import ssl
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from attacks import (
     DATA,
@@ -42,7 +40,7 @@ from attacks import (
     start,
     window_update,
 )
-from conftest import REPO, ServerProcess
+from conftest import ServerProcess
 
 ROUNDS = 10  # per stage
 SIZE = 8 * MIB
@@ -236,28 +234,20 @@ class UnprivilegedServer(ServerProcess):
 
     def __init__(self, root: Path) -> None:
         drop = "-dac_override,-dac_read_search"
-        self.command = [
-            "setpriv",
-            f"--bounding-set={drop}",
-            f"--inh-caps={drop}",
-            sys.executable,
-            "-m",
-            "h2stream",
-            "serve",
-            str(root),
-            "--bind",
-            "127.0.0.1:0",
-        ]
-        self.proc = subprocess.Popen(
-            self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+        self._launch(
+            [
+                "setpriv",
+                f"--bounding-set={drop}",
+                f"--inh-caps={drop}",
+                sys.executable,
+                "-m",
+                "h2stream",
+                "serve",
+                str(root),
+                "--bind",
+                "127.0.0.1:0",
+            ]
         )
-        self.pid = self.proc.pid
-        self.urls = []
-        self.stderr_lines = []
-        self._read_listen_lines()
-        self.url = self.urls[0]
-        self.port = int(self.url.rsplit(":", 1)[1])
-        self.ps = psutil.Process(self.pid)
 
 
 def test_unreadable_file_is_403(server_factory: Callable[..., Any], own_root: Path) -> None:
