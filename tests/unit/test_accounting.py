@@ -20,7 +20,6 @@ granted, and must see the body end exactly once.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,12 @@ import h2.connection
 import h2.events
 import h2.settings
 import pytest
-from hyperframe.frame import DataFrame, Frame, HeadersFrame, RstStreamFrame
+from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from recording import Closer, RecordingSink, split_frames
 
-from h2stream.bodies import DATA_HEADER, BytesBody, FileBody, SinkBase
+from h2stream.bodies import BytesBody, FileBody
 from h2stream.config import Config
 from h2stream.session import Session, StreamState
 
@@ -47,84 +47,6 @@ PATH = b"/blob"
 REFERENCE_CONFIG = h2.config.H2Configuration(
     client_side=False, header_encoding=None, validate_inbound_headers=True
 )
-
-
-class RecordingSink(SinkBase):
-    """A FrameSink that records the byte stream a socket would have carried.
-
-    Zero-copy frames are built with the project's own DATA_HEADER, as TransportSink builds
-    them, so their bytes are under test too. ``pause_every`` makes the sink turn unwritable
-    after that many writes, as a transport's ``pause_writing`` would mid-turn.
-    """
-
-    def __init__(self, use_sendfile: bool, pause_every: int | None = None) -> None:
-        self.use_sendfile = use_sendfile
-        self.writable = True
-        self.pause_every = pause_every
-        self.out = bytearray()
-        self.sendfile_frames = 0
-        self._writes = 0
-
-    def _count(self) -> None:
-        self._writes += 1
-        if self.pause_every and self._writes % self.pause_every == 0:
-            self.writable = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.out += data
-        self._count()
-
-    def send_file_frames(
-        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int
-    ) -> tuple[int, bool]:
-        """What TransportSink sends: frames of at most ``max_frame``, payload read at the
-        offset (what sendfile would have sent), a short read zero-filled, and an early stop
-        once the sink turns unwritable."""
-        done = 0
-        while done < count:
-            n = min(max_frame, count - done)
-            payload = os.pread(fd, n, offset + done)
-            self.out += DATA_HEADER.pack(n << 8, 0, stream_id) + payload + bytes(n - len(payload))
-            self.sendfile_frames += 1
-            done += n
-            self._count()
-            if len(payload) < n:
-                return done, False
-            if not self.writable:
-                break
-        return done, True
-
-    def take(self) -> bytes:
-        data = bytes(self.out)
-        self.out.clear()
-        return data
-
-
-def split_frames(data: bytes) -> Iterator[tuple[Frame, bytes]]:
-    """Each frame in ``data`` with its raw bytes; the data must hold whole frames only."""
-    view = memoryview(data)
-    pos = 0
-    while pos < len(view):
-        assert len(view) - pos >= 9, "a truncated frame header"
-        frame, length = Frame.parse_frame_header(view[pos : pos + 9])
-        end = pos + 9 + length
-        assert end <= len(view), "a truncated frame body"
-        frame.parse_body(view[pos + 9 : end])
-        yield frame, bytes(view[pos:end])
-        pos = end
-
-
-class Closer:
-    """Stands in for an OpenFile: owns the fd, remembers that it was closed."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.closed = False
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            os.close(self.fd)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import h2.config
@@ -26,8 +25,9 @@ from hyperframe.frame import (
     HeadersFrame,
     RstStreamFrame,
 )
+from recording import Closer, RecordingSink, split_frames
 
-from h2stream.bodies import DATA_HEADER, FileBody, SinkBase
+from h2stream.bodies import FileBody
 from h2stream.config import Config
 from h2stream.session import Session, StreamState
 
@@ -36,79 +36,6 @@ WINDOW = 65535
 SC = h2.settings.SettingCodes
 ERR = h2.errors.ErrorCodes
 PROC_FD = "/proc/self/fd"
-
-
-class RecordingSink(SinkBase):
-    """A FrameSink that records the bytes; ``pause_after(n)`` makes it turn unwritable after
-    ``n`` more writes, as a transport's ``pause_writing`` does when the socket fills."""
-
-    def __init__(self, use_sendfile: bool = True) -> None:
-        self.use_sendfile = use_sendfile
-        self.writable = True
-        self.out = bytearray()
-        self._writes_left: int | None = None
-
-    def pause_after(self, writes: int) -> None:
-        self._writes_left = writes
-
-    def _count(self) -> None:
-        if self._writes_left is not None:
-            self._writes_left -= 1
-            if self._writes_left <= 0:
-                self.writable = False
-                self._writes_left = None
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.out += data
-        self._count()
-
-    def send_file_frames(
-        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int
-    ) -> tuple[int, bool]:
-        """TransportSink's zero-copy run, recorded: payload read at the offset, a short read
-        zero-filled, an early stop when the sink turns unwritable."""
-        done = 0
-        while done < count:
-            n = min(max_frame, count - done)
-            payload = os.pread(fd, n, offset + done)
-            self.out += DATA_HEADER.pack(n << 8, 0, stream_id) + payload + bytes(n - len(payload))
-            done += n
-            self._count()
-            if len(payload) < n:
-                return done, False
-            if not self.writable:
-                break
-        return done, True
-
-    def take(self) -> bytes:
-        data = bytes(self.out)
-        self.out.clear()
-        return data
-
-
-def split_frames(data: bytes) -> Iterator[tuple[Frame, bytes]]:
-    view = memoryview(data)
-    pos = 0
-    while pos < len(view):
-        frame, length = Frame.parse_frame_header(view[pos : pos + 9])
-        end = pos + 9 + length
-        assert end <= len(view), "a truncated frame"
-        frame.parse_body(view[pos + 9 : end])
-        yield frame, bytes(view[pos:end])
-        pos = end
-
-
-class Closer:
-    """Owns a body's fd like an OpenFile, and remembers being closed."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.closed = False
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            os.close(self.fd)
 
 
 class FileHandler:
