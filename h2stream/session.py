@@ -267,6 +267,13 @@ class Session:
         if self._hold_data:
             self._hold_data = False
         try:
+            grown = self.conn.receive_window_updates(data)
+            if grown is not None:
+                # Flow control binding: only window updates arrived (see h2conn.py).
+                for stream_id in grown:
+                    if stream_id:
+                        self._window_grew(stream_id)
+                return self.pump()
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             # h2 has queued GOAWAY with the right code; send it and close.
@@ -393,7 +400,10 @@ class Session:
     def _on_window_updated(self, event: h2.events.WindowUpdated) -> None:
         if event.stream_id == 0:
             return  # Parked-on-connection streams stay in the ready queue; pump() runs next.
-        stream = self.streams.get(event.stream_id)
+        self._window_grew(event.stream_id)
+
+    def _window_grew(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
         if stream is not None and stream.blocked:
             stream.blocked = False
             STATS.flow_control_stall_seconds += time.monotonic() - stream.blocked_since
