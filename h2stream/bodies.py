@@ -25,7 +25,10 @@ class FrameSink(Protocol):
     """Where frames go, in order. Implemented by the I/O layer (and by recorders in tests)."""
 
     writable: bool
+    # Whether this sink can send zero-copy at all, and whether the current run should (set by
+    # the scheduler per run: see Session.pump).
     use_sendfile: bool
+    batch_copy: bool
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue bytes behind everything queued before."""
@@ -53,6 +56,8 @@ class SinkBase:
     TransportSink overrides :meth:`copy_file_frames` with a reused-buffer version; recorders in
     tests inherit this one.
     """
+
+    batch_copy = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         raise NotImplementedError
@@ -270,7 +275,7 @@ class FileBody(Body):
         if n <= 0:
             return 0
         sent = 0
-        if sink.use_sendfile:
+        if sink.use_sendfile and not sink.batch_copy:
             # Zero-copy for every frame but the body's last (see the class docstring).
             run = n - min(max_frame, n) if n == self.remaining else n
             if run > 0:

@@ -541,6 +541,10 @@ class Session:
         turn = self.config.stream_turn_bytes
         solo = max(turn, _SOLO_RUN)
         flood = conn.flood
+        # Zero-copy or batched copy (README "Zero-copy or copy"): small frames are cheaper
+        # read into one buffer and written once, unless the window cuts the run short; then
+        # frames go as the credit comes, and the peer can read the first while we send the next.
+        small_frames = max_frame < self.config.zero_copy_min_frame and sink.use_sendfile
         while ready and sink.writable and budget > 0:
             conn_window = conn.outbound_flow_control_window
             if conn_window <= 0:
@@ -553,9 +557,10 @@ class Session:
             h2_stream = stream.h2_stream
             # Alone in the queue, a stream may use a larger run (fewer turns, bigger writes);
             # with company, the fairness quantum applies.
-            allowed = min(
-                h2_stream.outbound_flow_control_window, conn_window, turn if ready else solo
-            )
+            window = min(h2_stream.outbound_flow_control_window, conn_window)
+            quantum = turn if ready else solo
+            allowed = min(window, quantum)
+            sink.batch_copy = small_frames and window >= quantum
             sent = body.emit(sink, stream.stream_id, allowed, max_frame)
             if sent:
                 h2_stream.outbound_flow_control_window -= sent

@@ -38,6 +38,7 @@ class TransportSink(SinkBase):
         "_sock",
         "_sock_fd",
         "_transport",
+        "batch_copy",
         "use_sendfile",
         "writable",
     )
@@ -52,6 +53,7 @@ class TransportSink(SinkBase):
         self._sock = raw_socket
         self._sock_fd = raw_socket.fileno() if raw_socket is not None else -1
         self.use_sendfile = raw_socket is not None
+        self.batch_copy = False
         self.writable = True
 
     def write(self, data: bytes | bytearray | memoryview) -> None:

@@ -57,7 +57,7 @@ def logged(server_factory: Callable[..., Any], tmp_path: Path) -> Callable[..., 
 
 
 def test_completed_download_and_request_ids(logged: Callable[..., tuple[Any, Path]]) -> None:
-    server, path = logged()
+    server, path = logged("--zero-copy-min-frame", "0")  # mode "sendfile" even for 16 KiB frames
     with httpx.Client(http1=False, http2=True, timeout=30) as client:
         full = client.get(f"{server.url}/mib.bin", headers={"x-request-id": "client-id_1.2:3"})
         part = client.get(f"{server.url}/kib.bin", headers={"range": "bytes=100-199"})

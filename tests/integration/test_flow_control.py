@@ -355,7 +355,7 @@ def download_big(client: StreamingClient, digests: dict[str, str]) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"sendfile": False}, {"self_signed": True}],
+    [{"zero_copy_min_frame": 0}, {"sendfile": False}, {"self_signed": True}],
     ids=["h2c-sendfile", "h2c-no-sendfile", "tls"],
 )
 def test_bytes_per_body_path(
@@ -374,10 +374,46 @@ def test_bytes_per_body_path(
         client.close()
     # Every body byte was counted once, on exactly one path.
     assert by_sendfile + by_copy == BIG, (by_sendfile, by_copy)
-    if changes:
-        assert by_sendfile == 0
-    else:
+    if "zero_copy_min_frame" in changes:
         assert by_sendfile >= 0.99 * BIG, f"only {by_sendfile / BIG:.2%} by sendfile"
+    else:
+        assert by_sendfile == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("window", "max_frame", "expected"),
+    [(MAX_WINDOW, 16384, "copy"), (65535, 16384, "sendfile"), (MAX_WINDOW, 32768, "sendfile")],
+    ids=["long-runs-of-16k-frames", "window-bound-16k-frames", "32k-frames"],
+)
+def test_zero_copy_or_batched_copy_per_run(
+    window: int,
+    max_frame: int,
+    expected: str,
+    inprocess_factory: Callable[..., Any],
+    digests: dict[str, str],
+) -> None:
+    """The default policy (README "Zero-copy or copy"): runs of frames under 20 KiB that the
+    window does not cut short go by the batched copy; window-bound runs and larger frames go
+    zero-copy. Either way the body is exact."""
+    server = inprocess_factory()
+    client = StreamingClient(
+        server.port,
+        settings={INITIAL_WINDOW_SIZE: window, h2.settings.SettingCodes.MAX_FRAME_SIZE: max_frame},
+        connection_window=window if window > 65535 else None,
+        auto_ack=True,
+    )
+    try:
+        sendfile_before, copy_before = STATS.body_bytes_sendfile, STATS.body_bytes_copy
+        download_big(client, digests)
+        by_mode = {
+            "sendfile": STATS.body_bytes_sendfile - sendfile_before,
+            "copy": STATS.body_bytes_copy - copy_before,
+        }
+    finally:
+        client.close()
+    assert sum(by_mode.values()) == BIG
+    assert by_mode[expected] >= 0.99 * BIG, by_mode
 
 
 # -- a file that shrinks mid-body ----------------------------------------------------------

@@ -96,7 +96,11 @@ def test_exposition_families_and_process_figures(observed: Callable[..., tuple[A
 
 @pytest.mark.parametrize(
     ("transport", "args"),
-    [("h2c-sendfile", ()), ("h2c-copy", ("--no-sendfile",)), ("tls-copy", ("--self-signed",))],
+    [
+        ("h2c-sendfile", ("--zero-copy-min-frame", "0")),
+        ("h2c-copy", ("--no-sendfile",)),
+        ("tls-copy", ("--self-signed",)),
+    ],
 )
 def test_body_bytes_by_mode_equal_what_was_sent(
     observed: Callable[..., tuple[Any, str]], transport: str, args: tuple[str, ...]

@@ -59,7 +59,7 @@ class Blob:
 
 @dataclass
 class Scenario:
-    kind: str  # "file-sendfile", "file-copy" or "bytes"
+    kind: str  # "file-sendfile", "file-auto", "file-copy" or "bytes"
     offset: int
     length: int
     blob: Blob
@@ -97,7 +97,7 @@ class Harness:
     ) -> None:
         self.scenario = scenario
         self.config = config
-        self.sink = RecordingSink(scenario.kind == "file-sendfile", pause_every)
+        self.sink = RecordingSink(scenario.kind in ("file-sendfile", "file-auto"), pause_every)
         self.closed_called = 0
         self.session = Session(config, self.sink, scenario.handler, self._on_close)
 
@@ -366,7 +366,7 @@ actions = st.one_of(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    kind=st.sampled_from(["file-sendfile", "file-copy", "bytes"]),
+    kind=st.sampled_from(["file-sendfile", "file-auto", "file-copy", "bytes"]),
     offset=st.integers(0, 69_999),
     length=lengths,
     initial_window=windows,
@@ -392,7 +392,12 @@ def test_session_framing_equals_send_data(
 ) -> None:
     scenario = Scenario(kind, offset, min(length, BLOB_SIZE - offset), blob)
     config = Config(
-        stream_turn_bytes=turn, write_quantum=quantum, max_send_frame_size=max_send_frame
+        stream_turn_bytes=turn,
+        write_quantum=quantum,
+        max_send_frame_size=max_send_frame,
+        # "file-sendfile": zero-copy whatever the frame size; "file-auto": the default policy
+        # (batched copy for long runs of small frames) on a zero-copy sink.
+        zero_copy_min_frame=0 if kind == "file-sendfile" else Config().zero_copy_min_frame,
     )
     harness = Harness(
         scenario,
