@@ -76,7 +76,8 @@ class StreamClosed(Exception):
 
 @dataclass(slots=True)
 class FileResponse:
-    """Part or all of a file, sent zero-copy on h2c. ``path`` or an open ``fd`` (then owned)."""
+    """Part or all of a file, sent as static files are (zero-copy on h2c for large frames).
+    ``path`` or an open ``fd`` (then owned)."""
 
     path: str | None = None
     fd: int | None = None

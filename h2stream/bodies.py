@@ -25,10 +25,13 @@ class FrameSink(Protocol):
     """Where frames go, in order. Implemented by the I/O layer (and by recorders in tests)."""
 
     writable: bool
-    # Whether this sink can send zero-copy at all, and whether the current run should (set by
-    # the scheduler per run: see Session.pump).
+    # Whether this sink can send zero-copy at all. Set by the scheduler (Session.pump) for
+    # each run: whether its frames are too small to be worth it (then they go by the copy
+    # path), and whether the copy path writes each frame on its own (a run the window cut
+    # short) rather than the whole run in one write.
     use_sendfile: bool
-    batch_copy: bool
+    copy_small_frames: bool
+    write_each_frame: bool
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue bytes behind everything queued before."""
@@ -57,7 +60,8 @@ class SinkBase:
     tests inherit this one.
     """
 
-    batch_copy = False
+    copy_small_frames = False
+    write_each_frame = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         raise NotImplementedError
@@ -275,7 +279,7 @@ class FileBody(Body):
         if n <= 0:
             return 0
         sent = 0
-        if sink.use_sendfile and not sink.batch_copy:
+        if sink.use_sendfile and not sink.copy_small_frames:
             # Zero-copy for every frame but the body's last (see the class docstring).
             run = n - min(max_frame, n) if n == self.remaining else n
             if run > 0:

@@ -186,13 +186,12 @@ class Config:
         invert=True,
         parse=parse_bool,
     )
-    # Zero-copy costs two syscalls and a TCP push per DATA frame, the batched copy two
-    # syscalls per run plus copying: below about 20 KiB frames the copy wins for runs that the
-    # window does not cut short (README "Zero-copy or copy" has the measurements).
+    # Zero-copy costs two syscalls and a TCP push per DATA frame, the copy path one preadv per
+    # run and one write per run (or per frame when the window cut the run short) plus copying:
+    # below about 20 KiB frames the copy wins (README "Zero-copy or copy" has the figures).
     zero_copy_min_frame: int = option(
         20480,
-        "on h2c, DATA frames smaller than this go by the batched copy unless flow control "
-        "binds; 0 = always zero-copy",
+        "on h2c, DATA frames smaller than this go by the copy path; 0 = always zero-copy",
         parse=parse_size,
         metavar="BYTES",
     )

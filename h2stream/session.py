@@ -541,10 +541,11 @@ class Session:
         turn = self.config.stream_turn_bytes
         solo = max(turn, _SOLO_RUN)
         flood = conn.flood
-        # Zero-copy or batched copy (README "Zero-copy or copy"): small frames are cheaper
-        # read into one buffer and written once, unless the window cuts the run short; then
-        # frames go as the credit comes, and the peer can read the first while we send the next.
-        small_frames = max_frame < self.config.zero_copy_min_frame and sink.use_sendfile
+        # Zero-copy or copy (README "Zero-copy or copy", measured): frames under
+        # zero_copy_min_frame go by the copy path; a run the window cut short is written frame
+        # by frame, so the peer reads the first while the next is written, any other run in
+        # one write.
+        sink.copy_small_frames = max_frame < self.config.zero_copy_min_frame
         while ready and sink.writable and budget > 0:
             conn_window = conn.outbound_flow_control_window
             if conn_window <= 0:
@@ -560,7 +561,7 @@ class Session:
             window = min(h2_stream.outbound_flow_control_window, conn_window)
             quantum = turn if ready else solo
             allowed = min(window, quantum)
-            sink.batch_copy = small_frames and window >= quantum
+            sink.write_each_frame = window < quantum
             sent = body.emit(sink, stream.stream_id, allowed, max_frame)
             if sent:
                 h2_stream.outbound_flow_control_window -= sent

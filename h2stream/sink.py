@@ -38,9 +38,10 @@ class TransportSink(SinkBase):
         "_sock",
         "_sock_fd",
         "_transport",
-        "batch_copy",
+        "copy_small_frames",
         "use_sendfile",
         "writable",
+        "write_each_frame",
     )
 
     def __init__(self, transport: asyncio.Transport, raw_socket: socket.socket | None) -> None:
@@ -53,7 +54,8 @@ class TransportSink(SinkBase):
         self._sock = raw_socket
         self._sock_fd = raw_socket.fileno() if raw_socket is not None else -1
         self.use_sendfile = raw_socket is not None
-        self.batch_copy = False
+        self.copy_small_frames = False
+        self.write_each_frame = False
         self.writable = True
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -168,7 +170,15 @@ class TransportSink(SinkBase):
         if got < count:
             return got
         self.flush()
-        self._transport.write(view[:size])
+        if self.write_each_frame and frames > 1:
+            # A run the window cut short: the peer can read the first frame while the next is
+            # written (README "Zero-copy or copy").
+            write = self._transport.write
+            step = max_frame + 9
+            for start in range(0, size, step):
+                write(view[start : min(size, start + step)])
+        else:
+            self._transport.write(view[:size])
         if self._transport.get_write_buffer_size():
             self._copy_buf = bytearray(_COPY_BUF)
         return count

@@ -128,7 +128,7 @@ class PatternBody(Body):
             return 0
         max_frame = min(max_frame, _PATTERN_TAIL)
         sent = 0
-        if sink.use_sendfile and not sink.batch_copy and self._fd >= 0:
+        if sink.use_sendfile and not sink.copy_small_frames and self._fd >= 0:
             # Zero-copy for every frame but the body's last, which carries END_STREAM.
             run = n - min(max_frame, n) if n == self.remaining else n
             while run > 0 and sink.writable:

@@ -287,7 +287,8 @@ def test_unwritable_sink_gets_no_data_frames(root: Path) -> None:
 
 
 def test_sink_filling_mid_turn_stops_then_resumes_exactly(root: Path) -> None:
-    peer = Peer(root, connection_window=16 * MIB)
+    # Zero-copy for 16 KiB frames too, so that each DATA frame is a write of its own.
+    peer = Peer(root, Config(zero_copy_min_frame=0), connection_window=16 * MIB)
     peer.sink.pause_after(3)  # HEADERS, then two DATA frames
     a = peer.request("/big.bin")
     first = data_by_stream(peer.send())[a]
