@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 
-import psutil
-
 
 class PidFileError(Exception):
     """The pid file cannot be written, or names a running h2stream; worded for the operator."""
@@ -25,6 +23,8 @@ def _read_pid(path: str) -> int | None:
 
 def _is_running_h2stream(pid: int) -> bool:
     """A live process whose command line names h2stream (a stale file's pid may be reused)."""
+    import psutil  # here, not at import: about 1 MiB of a worker's memory for a rare check
+
     try:
         return any("h2stream" in part for part in psutil.Process(pid).cmdline())
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):

@@ -23,16 +23,45 @@ FLUSH_AT = 256 * 1024
 
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 # Copy runs up to this size go as one fresh bytes joined with queued output; larger ones are
-# read into the connection's reused buffer (of at least _COPY_BUF bytes).
+# read into a buffer of at least _COPY_BUF bytes (a 256 KiB run of 16 KiB frames and headers).
 _SMALL_COPY = 16384
 _COPY_BUF = 256 * 1024 + 9 * 16
+
+
+class CopyBuffers:
+    """The worker's copy-path buffers, shared by its connections.
+
+    A run's buffer is busy only until the transport has taken the bytes: almost always by
+    the end of the write, when it goes straight back here for the next run of any
+    connection. A connection whose transport kept a view of it (the socket was full) holds it
+    until that drained. So the worker needs about one buffer plus one per connection that is
+    backlogged right now, not 256 KiB for every connection (C-many: 10 connections).
+    """
+
+    KEEP = 2  # free buffers kept for the next runs; more are left to the allocator
+
+    def __init__(self) -> None:
+        self._free: list[bytearray] = []
+
+    def take(self, size: int) -> bytearray:
+        if size <= _COPY_BUF and self._free:
+            return self._free.pop()
+        return bytearray(max(size, _COPY_BUF))
+
+    def give_back(self, buf: bytearray) -> None:
+        if len(buf) == _COPY_BUF and len(self._free) < self.KEEP:
+            self._free.append(buf)
+
+
+# One per process, like STATS: a worker's connections all run on its one thread.
+COPY_BUFFERS = CopyBuffers()
 
 
 class TransportSink(SinkBase):
     """Implements :class:`h2stream.bodies.FrameSink` on an asyncio/uvloop transport."""
 
     __slots__ = (
-        "_copy_buf",
+        "_held",
         "_parts",
         "_pending",
         "_sock",
@@ -48,7 +77,8 @@ class TransportSink(SinkBase):
         self._transport = transport
         self._parts: list[bytes | bytearray | memoryview] = []
         self._pending = 0
-        self._copy_buf = bytearray(0)  # allocated on the first large copy run
+        # Copy buffers the transport may still hold a view of (see CopyBuffers).
+        self._held: list[bytearray] = []
         # A duplicate of the transport's socket, for send(MSG_MORE) and sendfile only; it is
         # never registered with the loop.
         self._sock = raw_socket
@@ -144,14 +174,16 @@ class TransportSink(SinkBase):
                 return len(payload)
             self.write(pack(count << 8, 1 if end_stream else 0, stream_id) + payload)
             return count
-        # Larger runs: one preadv straight into a reused buffer laid out as frames, headers in
-        # the gaps, then one transport write. The buffer is reused only if the transport took
-        # all of it (else it may still hold a reference, and the next run gets a new one).
+        # Larger runs: one preadv straight into a shared buffer laid out as frames, headers in
+        # the gaps, then the transport write(s).
+        transport = self._transport
+        if self._held and not transport.get_write_buffer_size():
+            for held in self._held:  # the transport has drained: no view of them is left
+                COPY_BUFFERS.give_back(held)
+            self._held.clear()
         frames = -(-count // max_frame)
         size = count + 9 * frames
-        buf = self._copy_buf
-        if len(buf) < size:
-            buf = self._copy_buf = bytearray(max(size, _COPY_BUF))
+        buf = COPY_BUFFERS.take(size)
         view = memoryview(buf)
         slots = []
         pos = 0
@@ -168,19 +200,24 @@ class TransportSink(SinkBase):
         except OSError:
             got = 0  # a failing read: nothing framed yet, the caller resets the stream
         if got < count:
+            del slots, view
+            COPY_BUFFERS.give_back(buf)
             return got
         self.flush()
         if self.write_each_frame and frames > 1:
             # A run the window cut short: the peer can read the first frame while the next is
             # written (README "Zero-copy or copy").
-            write = self._transport.write
+            write = transport.write
             step = max_frame + 9
             for start in range(0, size, step):
                 write(view[start : min(size, start + step)])
         else:
-            self._transport.write(view[:size])
-        if self._transport.get_write_buffer_size():
-            self._copy_buf = bytearray(_COPY_BUF)
+            transport.write(view[:size])
+        del slots, view
+        if transport.get_write_buffer_size():
+            self._held.append(buf)  # the transport keeps a view of it until it drains
+        else:
+            COPY_BUFFERS.give_back(buf)
         return count
 
     def _peer_gone(self, done: int) -> tuple[int, bool]:
@@ -206,6 +243,7 @@ class TransportSink(SinkBase):
 
     def close(self) -> None:
         self._parts = []
+        self._held = []  # not back to the pool: a closing transport may still hold views
         if self._sock is not None:
             self._sock.close()
             self._sock = None

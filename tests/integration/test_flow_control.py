@@ -565,3 +565,33 @@ def test_many_stalled_streams_keep_server_memory_flat(server_factory: Callable[.
     finally:
         for client in clients:
             client.close()
+
+
+def test_copy_buffers_shared_between_a_stalled_and_a_fast_connection(
+    inprocess_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The copy path's buffers are shared by the worker's connections (sink.CopyBuffers): one
+    whose socket is full keeps its buffer while another connection downloads through the rest;
+    neither body may be touched by the other's runs. (Random bytes throughout: a pattern that
+    repeats could hide a buffer overwritten with the same bytes from elsewhere.)"""
+    size = 32 * MIB
+    data = os.urandom(size)
+    (tmp_path / "random.bin").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    server = inprocess_factory(root=str(tmp_path))
+    stalled = big_window_client(server.port)
+    fast = big_window_client(server.port)
+    try:
+        sid = stalled.request_hashed("/random.bin")
+        # Read a little, then stop: the socket fills and the transport keeps the rest of a run.
+        assert stalled.until(lambda: stalled.counts[sid] > 0)
+        time.sleep(0.5)
+        fid = fast.request_hashed("/random.bin")
+        assert until_done(fast, lambda: fast.responses[fid].ended)
+        assert fast.hashers[fid].hexdigest() == digest
+        assert until_done(stalled, lambda: stalled.responses[sid].ended)
+        assert stalled.counts[sid] == size
+        assert stalled.hashers[sid].hexdigest() == digest
+    finally:
+        stalled.close()
+        fast.close()

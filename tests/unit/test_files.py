@@ -21,6 +21,7 @@ from h2stream.files import (
     OpenFile,
     allow_header,
     content_type_for,
+    http_date,
     plan_file_response,
 )
 
@@ -875,3 +876,9 @@ def test_property_suffix_and_unsatisfiable(size: int, data: st.DataObject) -> No
     refused = plan(b"GET", R(f"bytes={beyond}-"), size=size)
     assert (refused.status, refused.length) == (416, 0)
     assert dict(refused.headers)[b"content-range"] == f"bytes */{size}".encode()
+
+
+@settings(max_examples=500, deadline=None)
+@given(seconds=st.floats(min_value=0, max_value=253402300799, allow_nan=False))
+def test_http_date_is_imf_fixdate_as_email_utils_writes_it(seconds: float) -> None:
+    assert http_date(seconds) == formatdate(seconds, usegmt=True)
