@@ -150,6 +150,7 @@ class H2Protocol(asyncio.Protocol):
             self.session.connection_lost()
         if self._sink is not None:
             self._sink.close()
+        self._server.idle_trim.connection_closed()
 
     # -- session driving -----------------------------------------------------------------
 

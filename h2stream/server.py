@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .config import Config
 from .limits import set_fd_budget
+from .memory import IdleTrim
 from .session import Handler, StreamObserver
 from .timeouts import Sweeper
 from .tls import make_self_signed, server_context
@@ -52,6 +53,8 @@ class Server:
         self.max_connections = 1 << 30
         # The one timer that checks every connection's timeouts (timeouts.py).
         self._sweeper: Sweeper | None = None
+        # Hands the heap's free pages back once the last connection has gone (memory.py).
+        self.idle_trim = IdleTrim(self.connections)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         config = self.config
@@ -165,6 +168,7 @@ class Server:
         self._listeners.clear()
         if self._sweeper is not None:
             self._sweeper.stop()
+        self.idle_trim.stop()
         if self.observability is not None:
             # Last: /readyz said 503 through the drain, and the final log lines are written.
             await self.observability.close()

@@ -418,7 +418,12 @@ def test_zero_copy_or_batched_copy_per_run(
     finally:
         client.close()
     assert sum(by_mode.values()) == BIG
-    assert by_mode[expected] >= 0.99 * BIG, by_mode
+    if expected == "copy":
+        assert by_mode["sendfile"] == 0, by_mode
+    else:
+        # Each time the socket fills mid-frame, the rest of that frame goes by copy: on a
+        # loaded machine that can be a few percent of a body in 32 KiB frames.
+        assert by_mode["sendfile"] >= 0.9 * BIG, by_mode
 
 
 # -- a file that shrinks mid-body ----------------------------------------------------------

@@ -15,12 +15,15 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import h2.events
 import h2.settings
 import pytest
 from conftest import SIZES, ServerProcess, require
 from h2client import RawH2Client, Response
+
+from h2stream.memory import IDLE_DELAY
 
 BIG = "f256m.bin"
 MAX_WINDOW = 2**31 - 1
@@ -369,3 +372,25 @@ def test_memory_flat_with_200_unread_streams(
     assert settle(server.fd_count, baseline_fds, timeout=10) <= baseline_fds
     fetch_small(server, tls=tls)
     assert server.rss() - baseline_rss <= MEMORY_BOUND
+
+
+def test_heap_is_trimmed_once_the_last_connection_has_gone(
+    inprocess_factory: Callable[..., Any],
+) -> None:
+    """memory.IdleTrim: nothing while a connection is open; one malloc_trim a moment after
+    the last one closed."""
+    server = inprocess_factory()
+    trim = server.server.idle_trim
+    first, second = RawH2Client(server.port), RawH2Client(server.port)
+    try:
+        sid = first.request("/kib.bin")
+        assert first.until(lambda: first.responses[sid].ended)
+        first.close()
+        time.sleep(IDLE_DELAY + 0.5)
+        assert trim.trims == 0, "trimmed while a connection was still open"
+    finally:
+        second.close()
+    deadline = time.monotonic() + IDLE_DELAY + 5
+    while trim.trims == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert trim.trims == 1

@@ -38,12 +38,12 @@ def test_sighup_during_long_downloads_fails_no_request(
     require("h2load")
     server = server_factory("--workers", "2", "--graceful-timeout", "30")
     old = wait_for_workers(server.pid, 2)
-    # Long downloads: 8 x 100 MiB with 16 KiB stream windows (flow control binds on every
-    # frame: seconds, not a blink), all in flight from the start. h2load opens no new
-    # connection after a GOAWAY, so every request of a connection must be on the wire before
-    # the drain: -n 8 -c 4 -m 2.
+    # Long downloads: 8 x 256 MiB with 16 KiB stream windows (flow control binds on every
+    # frame: about 2.5 s here, against about 1 s for a reload), all in flight from the start.
+    # h2load opens no new connection after a GOAWAY, so every request of a connection must be
+    # on the wire before the drain: -n 8 -c 4 -m 2.
     downloads = H2load(
-        "-n", "8", "-c", "4", "-m", "2", "-w", "14", f"{server.url}/f100m.bin", timeout=90
+        "-n", "8", "-c", "4", "-m", "2", "-w", "14", f"{server.url}/f256m.bin", timeout=90
     )
     # Fresh connections throughout the reload: 3 new connections a second for 4 s, two
     # requests each; some land on old workers just before they drain, some on new ones.
