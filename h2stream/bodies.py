@@ -25,11 +25,11 @@ class FrameSink(Protocol):
     """Where frames go, in order. Implemented by the I/O layer (and by recorders in tests)."""
 
     writable: bool
-    # Whether this sink can send zero-copy at all. Set by the scheduler (Session.pump) for
-    # each run: whether its frames are too small to be worth it (then they go by the copy
-    # path), and whether the copy path writes each frame on its own (a run the window cut
-    # short) rather than the whole run in one write.
+    # Whether this sink can send zero-copy at all (h2c, and not --no-sendfile).
     use_sendfile: bool
+    # Set by the scheduler (Session.pump) before each run: the frames are too small for
+    # zero-copy to pay (they go by the copy path), and the copy path writes each frame on its
+    # own (the window cut the run short) rather than the whole run in one write.
     copy_small_frames: bool
     write_each_frame: bool
 
