@@ -267,6 +267,13 @@ class Session:
         if self._hold_data:
             self._hold_data = False
         try:
+            requests = self.conn.receive_requests(data)
+            if requests is not None:
+                # Only complete bodiless requests arrived (see h2conn.py).
+                for stream_id, headers in requests:
+                    self._request_received(stream_id, headers, True)
+                    self._request_ended(stream_id)
+                return self.pump()
             grown = self.conn.receive_window_updates(data)
             if grown is not None:
                 # Flow control binding: only window updates arrived (see h2conn.py).
@@ -294,14 +301,17 @@ class Session:
         return self.pump()
 
     def _on_request(self, event: h2.events.RequestReceived) -> None:
-        stream_id = event.stream_id
+        self._request_received(event.stream_id, event.headers or [], event.stream_ended is not None)
+
+    def _request_received(
+        self, stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool
+    ) -> None:
         if self.goaway_sent and stream_id > self._last_stream_id:
             # Streams opened after our GOAWAY are refused: the client may retry them elsewhere.
             self.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         self._last_stream_id = max(self._last_stream_id, stream_id)
-        headers = event.headers or []
-        self._open_stream(stream_id, headers, event.stream_ended is not None)
+        self._open_stream(stream_id, headers, ended)
         if stream_id >= self._rotate_at and not self.goaway_sent:
             # --max-requests-per-connection: this stream is answered, later ones are refused.
             limit_event("requests_per_connection")
@@ -375,7 +385,10 @@ class Session:
             self.reset(event.stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
 
     def _on_stream_ended(self, event: h2.events.StreamEnded) -> None:
-        stream = self.streams.get(event.stream_id)
+        self._request_ended(event.stream_id)
+
+    def _request_ended(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
         if stream is not None:
             stream.request_ended = True
             if stream.request_body is not None:
