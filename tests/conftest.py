@@ -46,13 +46,16 @@ SIZES = {
 
 
 def _write_pattern(path: Path, size: int) -> None:
-    """Fill a file fast with bytes that differ per MiB, so misplaced chunks change the hash."""
+    """Fill a file fast with bytes that differ at every offset from one MiB to the next (one
+    random MiB, rotated by a different amount each time), so that bytes from the wrong place
+    in the file change the hash, not only bytes from elsewhere."""
     block = os.urandom(1 << 20)
     with open(path, "wb") as out:
         written = 0
         index = 0
         while written < size:
-            chunk = index.to_bytes(8, "big") + block[8:]
+            shift = (index * 65599 + 4093) % len(block)
+            chunk = block[shift:] + block[:shift]
             n = min(len(chunk), size - written)
             out.write(chunk[:n])
             written += n
