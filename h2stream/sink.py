@@ -200,7 +200,6 @@ class TransportSink(SinkBase):
         except OSError:
             got = 0  # a failing read: nothing framed yet, the caller resets the stream
         if got < count:
-            del slots, view
             COPY_BUFFERS.give_back(buf)
             return got
         self.flush()
@@ -213,7 +212,6 @@ class TransportSink(SinkBase):
                 write(view[start : min(size, start + step)])
         else:
             transport.write(view[:size])
-        del slots, view
         if transport.get_write_buffer_size():
             self._held.append(buf)  # the transport keeps a view of it until it drains
         else:
