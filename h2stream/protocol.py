@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 from . import http1
 from .limits import REFUSAL, limit_event
 from .session import Handler, Session
-from .sink import FLUSH_AT, TransportSink
+from .sink import TransportSink
 from .stats import STATS
 from .timeouts import ConnectionWatch
 
@@ -27,6 +27,8 @@ log = logging.getLogger("h2stream.protocol")
 
 # After our FIN, how long a peer may take to close its side before we close the socket.
 LINGER_SECONDS = 5.0
+# The TLS transport's pause point (see connection_made).
+TLS_WRITE_HIGH = 64 * 1024
 
 
 class H2Protocol(asyncio.Protocol):
@@ -77,9 +79,12 @@ class H2Protocol(asyncio.Protocol):
         # Cleartext, high=0: pause_writing means "the transport holds bytes", resume means
         # "it is empty", which the zero-copy path needs. TLS has its own record buffers and
         # does not report "empty" reliably to an app transport set that tight, so it gets a
-        # bounded window of one copy-path flush instead.
+        # small bounded window instead: uvloop encrypts each write at once into a memory BIO
+        # that keeps its largest size for the connection's life, and the socket's backlog
+        # adds as much again. 64 KiB cut TLS C-many's peak RSS from 48.5 to 38.4 MiB at the
+        # same throughput (README "Memory").
         if self._tls:
-            transport.set_write_buffer_limits(high=FLUSH_AT, low=FLUSH_AT // 4)
+            transport.set_write_buffer_limits(high=TLS_WRITE_HIGH, low=TLS_WRITE_HIGH // 4)
         else:
             transport.set_write_buffer_limits(high=0, low=0)
         if self._tls:
