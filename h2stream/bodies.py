@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+from collections.abc import Callable
 from typing import Protocol
 
 from .stats import STATS
@@ -108,6 +109,10 @@ class Body:
     @property
     def failed(self) -> bool:
         return False
+
+    def set_waker(self, waker: Callable[[], None]) -> None:
+        """How a body that turned unready by itself (waiting for a compressor) asks to be
+        scheduled again; producer-fed bodies are woken by their producer instead."""
 
     def close(self) -> None:
         pass

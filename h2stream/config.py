@@ -273,6 +273,14 @@ class Config:
     gzip_level: int = option(
         1, "gzip (fallback) compression level", parse=_int_range(1, 9), metavar="N"
     )
+    # A zstd context holds about 1 MiB; compressing is CPU work on the worker's one thread,
+    # so a few contexts keep it busy and more only cost memory (compressors.py, measured).
+    max_zstd_contexts: int = option(
+        4,
+        "zstd streams compressing at once per worker (others wait their turn)",
+        parse=parse_positive_int,
+        metavar="N",
+    )
     # Below ~1 KiB the saving is a few hundred bytes at most, less than the CPU it costs.
     compress_min_size: int = option(
         1024, "smallest body of known length that is compressed", parse=parse_size, metavar="BYTES"

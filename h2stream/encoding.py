@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import zstandard
 
+from . import memory
 from .bodies import DATA_HEADER, FLAG_END_STREAM, Body, FrameSink, ProducerHandover
+from .compressors import ContextBudget
 from .config import Config
 from .sources import CHUNK, Source
 from .stats import STATS
@@ -36,9 +39,8 @@ from .stats import STATS
 # zstd's window: 128 KiB bounds a context near 1 MiB; measured on NDJSON and text, the ratio
 # differs from the level's default window (512 KiB at level 1, 2 MiB at level 3) by < 1%.
 ZSTD_WINDOW_LOG = 17
-# Idle zstd contexts kept for reuse: enough for a burst of short responses, small enough that
-# an idle server holds at most a few MiB of them.
-ZSTD_POOL_IDLE = 4
+# What an empty body compresses to: one frame without content (RFC 8878 §3.1.1).
+_EMPTY_FRAME = zstandard.ZstdCompressor(level=1).compress(b"")
 # gzip: a 32 KiB window with the gzip wrapper (wbits 16 + 15).
 _GZIP_WBITS = 31
 
@@ -137,6 +139,7 @@ class EncodingPolicy:
         zstd_level: int = 1,
         gzip_level: int = 1,
         codings: Iterable[str] = CODINGS,
+        zstd_contexts: int = 4,
     ) -> None:
         self.codings = tuple(c for c in CODINGS if c in set(codings))
         self.min_size = min_size
@@ -149,6 +152,8 @@ class EncodingPolicy:
             zstd_level, window_log=ZSTD_WINDOW_LOG
         )
         self._zstd_idle: list[zstandard.ZstdCompressor] = []
+        self.zstd_budget = ContextBudget(zstd_contexts)
+        memory.release_when_idle(self)
         # Part of strong etags of compressed variants: a different level is different bytes.
         self.etag_suffix = {"zstd": f"-zstd{zstd_level}", "gzip": f"-gzip{gzip_level}"}
 
@@ -161,6 +166,7 @@ class EncodingPolicy:
             min_size=config.compress_min_size,
             zstd_level=config.zstd_level,
             gzip_level=config.gzip_level,
+            zstd_contexts=config.max_zstd_contexts,
         )
 
     # -- decisions -----------------------------------------------------------------------
@@ -215,25 +221,50 @@ class EncodingPolicy:
 
     # -- codecs --------------------------------------------------------------------------
 
+    def zstd_context(self) -> zstandard.ZstdCompressor:
+        idle = self._zstd_idle
+        return (
+            idle.pop() if idle else zstandard.ZstdCompressor(compression_params=self._zstd_params)
+        )
+
+    def zstd_context_done(self, cctx: zstandard.ZstdCompressor) -> None:
+        # The next compressobj() or compress() resets the context, finished or not.
+        # Every context lent comes back here: at most the budget's limit exist, so none is
+        # freed and made again under load (that churn fragmented the heap: D-zstd made 164
+        # contexts for 400 responses with 4 kept). An idle worker drops them (memory.py).
+        self._zstd_idle.append(cctx)
+
+    def release_idle(self) -> None:
+        self._zstd_idle.clear()
+
     def encoder(self, coding: str, size: int | None = None) -> Encoder:
         if coding == "zstd":
-            idle = self._zstd_idle
-            cctx = (
-                idle.pop()
-                if idle
-                else zstandard.ZstdCompressor(compression_params=self._zstd_params)
-            )
-            return ZstdEncoder(cctx, size, idle)
+            return ZstdEncoder(self, size)
         if coding == "gzip":
             return GzipEncoder(self.gzip_level)
         raise ValueError(f"unknown coding {coding!r}")
 
 
 class Encoder:
-    """One stream's compressor: ``compress`` then ``flush`` (decodable so far) or ``finish``."""
+    """One stream's compressor: ``compress`` then ``flush`` (decodable so far) or ``finish``.
+
+    A body calls ``acquire`` before it reads input to compress: False means "wait", and the
+    callback given comes once the encoder may go on. Bytes from ``take_tail`` (the end of a
+    frame a suspension closed) go out before any later output.
+    """
 
     __slots__ = ()
     name = ""
+
+    def acquire(self, on_grant: Callable[[], None]) -> bool:
+        return True
+
+    @property
+    def waiting(self) -> bool:
+        return False
+
+    def take_tail(self) -> bytes:
+        return b""
 
     def compress(self, data: bytes | memoryview) -> bytes:
         raise NotImplementedError
@@ -249,35 +280,129 @@ class Encoder:
 
 
 class ZstdEncoder(Encoder):
-    __slots__ = ("_cctx", "_idle", "_obj")
+    """zstd with a context lent by the worker's :class:`~h2stream.compressors.ContextBudget`.
+
+    Streaming frames declare no content size, so a suspension may end one anywhere; a body
+    whose whole known size comes in one piece is compressed in one call (its frame declares
+    the size, which lets zstd shrink its tables) and never holds a slot between calls.
+    """
+
+    __slots__ = (
+        "_cctx",
+        "_framed",
+        "_obj",
+        "_on_grant",
+        "_policy",
+        "_sealed",
+        "_size",
+        "_tail",
+        "_waiting",
+        "last_used",
+        "taken_at",
+    )
     name = "zstd"
 
-    def __init__(
-        self,
-        cctx: zstandard.ZstdCompressor,
-        size: int | None,
-        idle: list[zstandard.ZstdCompressor],
-    ) -> None:
-        self._cctx: zstandard.ZstdCompressor | None = cctx
-        self._idle = idle
-        # A known size goes into the frame header and lets zstd shrink its tables for small
-        # bodies; the source then must deliver exactly that many bytes.
-        self._obj = cctx.compressobj(size=-1 if size is None else size)
+    def __init__(self, policy: EncodingPolicy, size: int | None) -> None:
+        self._policy = policy
+        self._size = -1 if size is None else size
+        self._cctx: zstandard.ZstdCompressor | None = None
+        self._obj: zstandard.ZstdCompressionObj | None = None
+        self._tail = b""
+        self._waiting = False
+        # The whole body went in one compress() call: only finish() (empty) is left.
+        self._sealed = False
+        # Some frame has been started (so the output is not empty).
+        self._framed = False
+        self._on_grant: Callable[[], None] | None = None
+        self.last_used = self.taken_at = 0.0
+
+    # -- the budget's side (compressors.Holder) -----------------------------------------------
+
+    def acquire(self, on_grant: Callable[[], None]) -> bool:
+        if self._cctx is not None or self._sealed:
+            return True
+        if self._waiting:
+            return False
+        if self._policy.zstd_budget.take(self):
+            self._cctx = self._policy.zstd_context()
+            return True
+        self._waiting = True
+        self._on_grant = on_grant
+        return False
+
+    @property
+    def waiting(self) -> bool:
+        return self._waiting
+
+    @property
+    def holding(self) -> bool:
+        return self._cctx is not None
+
+    def granted(self) -> None:
+        self._waiting = False
+        self._cctx = self._policy.zstd_context()
+        on_grant, self._on_grant = self._on_grant, None
+        if on_grant is not None:
+            on_grant()
+
+    def suspend(self) -> None:
+        if self._obj is not None:
+            self._tail += self._obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
+            self._obj = None
+        self._release()
+
+    def take_tail(self) -> bytes:
+        tail, self._tail = self._tail, b""
+        return tail
+
+    def _release(self) -> None:
+        cctx, self._cctx = self._cctx, None
+        if cctx is not None:
+            self._policy.zstd_context_done(cctx)
+            self._policy.zstd_budget.give_back(self)
+
+    # -- compressing ---------------------------------------------------------------------
 
     def compress(self, data: bytes | memoryview) -> bytes:
-        return self._obj.compress(data)
+        self.last_used = time.monotonic()
+        obj = self._obj
+        if obj is None:
+            assert self._cctx is not None and not self._sealed, "compress() without a context"
+            if len(data) == self._size:
+                # The whole body at once: one frame that declares its size, slot back now.
+                out = self._cctx.compress(data)
+                self._sealed = True
+                self._release()
+                return out
+            obj = self._obj = self._cctx.compressobj(size=-1)
+            self._framed = True
+        return obj.compress(data)
 
     def flush(self) -> bytes:
+        self.last_used = time.monotonic()
+        if self._obj is None:
+            return b""
         return self._obj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
 
     def finish(self) -> bytes:
-        return self._obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
+        obj, self._obj = self._obj, None
+        if obj is not None:
+            out = obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
+        elif self._sealed or self._framed:
+            out = b""  # every frame is complete already
+        else:
+            out = _EMPTY_FRAME  # an empty body is still one (empty) frame
+        self._framed = True
+        self._release()
+        return out
 
     def close(self) -> None:
-        cctx, self._cctx = self._cctx, None
-        # The next compressobj() resets the context, finished or not.
-        if cctx is not None and len(self._idle) < ZSTD_POOL_IDLE:
-            self._idle.append(cctx)
+        self._obj = None
+        if self._waiting:
+            self._waiting = False
+            self._on_grant = None
+            self._policy.zstd_budget.cancel(self)
+        self._release()
 
 
 class GzipEncoder(Encoder):
@@ -324,10 +449,21 @@ def encoded_headers(
 class _EncodedBody(Body):
     """Frames compressed output held in ``_out`` (one compressor call's worth at a time)."""
 
-    __slots__ = ("_encoder", "_ended", "_finished", "_out", "_pos", "_zstd", "mode", "trailers")
+    __slots__ = (
+        "_encoder",
+        "_ended",
+        "_finished",
+        "_out",
+        "_pos",
+        "_waker",
+        "_zstd",
+        "mode",
+        "trailers",
+    )
 
     def __init__(self, encoder: Encoder) -> None:
         self._encoder = encoder
+        self._waker: Callable[[], None] | None = None
         self._zstd = encoder.name == "zstd"
         # How the bytes leave, for logs and metrics: "zstd" or "gzip" (counted only there).
         self.mode = encoder.name
@@ -342,6 +478,26 @@ class _EncodedBody(Body):
     @property
     def done(self) -> bool:
         return self._ended
+
+    @property
+    def ready(self) -> bool:
+        return not self._encoder.waiting
+
+    def set_waker(self, waker: Callable[[], None]) -> None:
+        self._waker = waker
+
+    def _wake(self) -> None:
+        if self._waker is not None:
+            self._waker()
+
+    def _next_tail(self) -> bool:
+        """Queue the end of a frame a suspension closed, if any (it precedes later output)."""
+        tail = self._encoder.take_tail()
+        if not tail:
+            return False
+        self._out = memoryview(tail)
+        self._pos = 0
+        return True
 
     def _frame(self, sink: FrameSink, stream_id: int, budget: int, max_frame: int) -> int:
         """Frame up to ``budget`` bytes of ``_out``; sets ``_ended`` at the end of the body."""
@@ -404,6 +560,10 @@ class CompressedBody(_EncodedBody):
                 break
             if sent >= allowed:
                 break
+            if self._next_tail():
+                continue
+            if not encoder.acquire(self._wake):
+                break  # no zstd context free: _wake schedules this stream when one is
             # Read only now that the previous output has left: one chunk in flight at most.
             data = self._source.read(CHUNK)
             if data:
@@ -443,7 +603,7 @@ class CompressedChunkBody(ProducerHandover, _EncodedBody):
 
     @property
     def ready(self) -> bool:
-        return self._input is not None
+        return self._input is not None and not self._encoder.waiting
 
     def put(
         self,
@@ -476,8 +636,12 @@ class CompressedChunkBody(ProducerHandover, _EncodedBody):
                 break
             if sent >= allowed:
                 break
+            if self._next_tail():
+                continue
             data = self._input
             piece = data[self._in_pos : self._in_pos + CHUNK]
+            if piece and not encoder.acquire(self._wake):
+                break  # no zstd context free: _wake schedules this stream when one is
             self._in_pos += len(piece)
             out = encoder.compress(piece) if piece else b""
             if self._in_pos >= len(data):

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import weakref
 from collections.abc import Callable, Sized
+from typing import Protocol
 
 # Seconds without connections before the heap is trimmed.
 IDLE_DELAY = 1.0
@@ -30,8 +32,23 @@ def _malloc_trim() -> Callable[[int], int] | None:
 _TRIM = _malloc_trim()
 
 
+class Releasable(Protocol):
+    def release_idle(self) -> None:
+        """Drop what was kept for reuse under load (pooled codec contexts)."""
+
+
+# Pools to empty before the heap is trimmed (weakly held: a pool lives as long as its owner).
+_POOLS: weakref.WeakSet[Releasable] = weakref.WeakSet()
+
+
+def release_when_idle(pool: Releasable) -> None:
+    _POOLS.add(pool)
+
+
 def release_free_memory() -> bool:
     """Return the heap's free pages to the OS; False where the C library cannot."""
+    for pool in list(_POOLS):
+        pool.release_idle()
     if _TRIM is None:
         return False
     _TRIM(0)

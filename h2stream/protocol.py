@@ -82,7 +82,7 @@ class H2Protocol(asyncio.Protocol):
         # small bounded window instead: uvloop encrypts each write at once into a memory BIO
         # that keeps its largest size for the connection's life, and the socket's backlog
         # adds as much again. 64 KiB cut TLS C-many's peak RSS from 48.5 to 38.4 MiB at the
-        # same throughput (README "Memory").
+        # same throughput (README "Benchmarks", peak RSS).
         if self._tls:
             transport.set_write_buffer_limits(high=TLS_WRITE_HIGH, low=TLS_WRITE_HIGH // 4)
         else:

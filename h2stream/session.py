@@ -475,7 +475,14 @@ class Session:
             return
         assert body is not None
         stream.body = body
+        body.set_waker(lambda: self._resume(stream))
         self.schedule(stream)
+
+    def _resume(self, stream: StreamState) -> None:
+        """A body that waited by itself is ready again."""
+        if self.streams.get(stream.stream_id) is stream:
+            self.schedule(stream)
+            self.wake()
 
     def schedule(self, stream: StreamState) -> None:
         """Queue a stream whose body has something to send (idempotent)."""

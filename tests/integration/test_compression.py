@@ -20,10 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import h2.settings
 import pytest
 import zstandard
 from app_support import AppServer, UploadClient
 from conftest import ServerProcess, require
+from h2client import RawH2Client
 
 from h2stream.stats import STATS
 from h2stream.synthetic import row_offset
@@ -81,7 +83,10 @@ def curl(*args: str, timeout: float = 60) -> tuple[bytes, dict[str, str]]:
 def decode(coding: str, data: bytes) -> bytes:
     if coding == "zstd":
         assert data.startswith(ZSTD_MAGIC)
-        return bytes(zstandard.ZstdDecompressor().decompressobj().decompress(data))
+        # One frame or several (a stream that yielded its context, compressors.py).
+        return bytes(
+            zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(data)
+        )
     assert data.startswith(GZIP_MAGIC)
     return gzip.decompress(data)
 
@@ -329,3 +334,40 @@ def test_one_gib_zstd_stream_keeps_memory_flat(server_factory: Any) -> None:
     assert len(samples) >= 5
     # Flat: a few MiB of allocator noise at most, never a body's worth.
     assert max(samples) - baseline < 16 << 20, (baseline, max(samples))
+
+
+def test_a_stalled_zstd_stream_yields_its_context(text_root: Path) -> None:
+    """One zstd context per worker: a client that stops reading holds it only until another
+    stream waits; that one is served, and the stalled body, read later, is still exact
+    (several zstd frames now)."""
+    app = AppServer(text_root, None, max_zstd_contexts=1)
+    stalled = RawH2Client(
+        app.port, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 4096}, auto_ack=False
+    )
+    try:
+        events = STATS.limit_events
+        waits, yields = events.get("zstd_contexts", 0), events.get("zstd_context_yields", 0)
+        path = "/_h2stream/ndjson?rows=100000"
+        sid = stalled.request(path, extra=[("accept-encoding", "zstd")])
+        response = stalled.responses[sid]
+        assert stalled.until(lambda: len(response.body) >= 4096, timeout=10)
+        assert not response.ended  # parked on its window, holding the one context
+        started = time.monotonic()
+        other, headers = curl("--compressed", f"{app.url}/_h2stream/ndjson?rows=20000")
+        assert headers["content-encoding"] == "zstd"
+        assert other == curl(f"{app.url}/_h2stream/ndjson?rows=20000")[0]
+        assert time.monotonic() - started < 5  # one reclaim check (0.25 s), not a timeout
+        assert events["zstd_contexts"] > waits and events["zstd_context_yields"] > yields
+        stalled.auto_ack = True
+        stalled.open_window(sid, 1 << 30)
+        stalled.open_window(None, 1 << 30)
+        assert stalled.until(lambda: response.ended, timeout=30)
+        assert response.status == 200 and response.reset_code is None
+        body = bytes(response.body)
+        first_frame = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+        identity = curl(f"{app.url}{path}")[0]
+        assert len(first_frame) < len(identity)  # it did yield mid-body
+        assert decode("zstd", body) == identity
+    finally:
+        stalled.close()
+        app.stop()

@@ -317,9 +317,12 @@ def test_compressed_chunk_body_close_fails_the_waiter() -> None:
 def test_zstd_contexts_are_reused() -> None:
     policy = EncodingPolicy()
     first = policy.encoder("zstd")
+    assert first.acquire(lambda: None)
     first.compress(b"abandoned mid-stream")
     first.close()
+    assert policy.zstd_budget.in_use == 0
     second = policy.encoder("zstd", 5)
+    assert second.acquire(lambda: None)
     out = second.compress(b"hello") + second.finish()
     assert zstandard.ZstdDecompressor().decompress(out) == b"hello"
     second.close()

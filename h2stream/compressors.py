@@ -1,0 +1,109 @@
+"""A worker-wide cap on live zstd contexts, so compressed streams cost bounded memory.
+
+A zstd context with our 128 KiB window allocates about 1 MiB. One per stream made a worker's
+memory grow with its number of concurrent compressed streams (D-zstd, 40 streams: peak RSS
+40-44 MiB against 35 for 8 streams). Compression is CPU work on the worker's one thread, so
+more contexts than a few buy no throughput: 8 concurrent NDJSON streams ran 282 requests/s
+where 40 ran 238 (fewer contexts, warmer caches).
+
+The budget lends up to ``limit`` slots. A stream that finds none waits, unready, and is woken
+in turn when one comes back. So that a client that stops reading cannot keep others waiting,
+and neither can a long stream, a holder idle for :data:`IDLE_SECONDS` or holding its slot for
+:data:`TURN_SECONDS` while others wait is asked to suspend: it ends its zstd frame, gives the
+slot back and goes on later in a new frame (RFC 8878 §3: zstd data is one or more frames).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Protocol
+
+from .limits import limit_event
+
+# A holder that has compressed nothing for this long is parked (its client is not reading, or
+# its producer is quiet); a busy one gets a turn at least this long before it must yield.
+IDLE_SECONDS = 0.25
+TURN_SECONDS = 1.0
+
+
+class Holder(Protocol):
+    """What the budget needs of a stream's encoder."""
+
+    last_used: float  # time.monotonic() of its last compressor call
+    taken_at: float  # when it got its slot
+
+    def granted(self) -> None:
+        """A slot is now this holder's (it waited for it)."""
+
+    def suspend(self) -> None:
+        """End the current frame and give the slot back."""
+
+
+class ContextBudget:
+    """Lends at most ``limit`` slots; waiters are served first come, first served."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._holders: dict[Holder, None] = {}  # insertion order: the oldest holder first
+        self._waiters: deque[Holder] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def in_use(self) -> int:
+        return len(self._holders)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def take(self, holder: Holder) -> bool:
+        """A slot now (True), or a place in the queue: ``holder.granted()`` comes later."""
+        if len(self._holders) < self.limit and not self._waiters:
+            holder.taken_at = holder.last_used = time.monotonic()
+            self._holders[holder] = None
+            return True
+        self._waiters.append(holder)
+        limit_event("zstd_contexts")
+        self._arm()
+        return False
+
+    def give_back(self, holder: Holder) -> None:
+        if holder not in self._holders:
+            return  # never granted, or already given back
+        del self._holders[holder]
+        while self._waiters and len(self._holders) < self.limit:
+            nxt = self._waiters.popleft()
+            nxt.taken_at = nxt.last_used = time.monotonic()
+            self._holders[nxt] = None
+            nxt.granted()
+
+    def cancel(self, holder: Holder) -> None:
+        """A waiter that no longer needs a slot (its stream ended)."""
+        if holder in self._waiters:
+            self._waiters.remove(holder)
+
+    def _arm(self) -> None:
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(IDLE_SECONDS, self._reclaim)
+
+    def _reclaim(self) -> None:
+        """While streams wait: parked holders yield, then those past their turn."""
+        self._timer = None
+        now = time.monotonic()
+        for idle_only in (True, False):
+            for holder in list(self._holders):
+                if not self._waiters:
+                    return
+                due = (
+                    now - holder.last_used >= IDLE_SECONDS
+                    if idle_only
+                    else now - holder.taken_at >= TURN_SECONDS
+                )
+                if due and holder in self._holders:
+                    holder.suspend()
+                    limit_event("zstd_context_yields")
+        if self._waiters:
+            self._arm()
