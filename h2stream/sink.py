@@ -57,6 +57,23 @@ class CopyBuffers:
 COPY_BUFFERS = CopyBuffers()
 
 
+class _Detached:
+    """Stands in for the transport once the connection is lost: what is still written
+    (a scheduled turn that runs after the loss) has nowhere to go."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        pass
+
+
+DETACHED: asyncio.Transport = _Detached()  # type: ignore[assignment]
+
+
 class TransportSink(SinkBase):
     """Implements :class:`h2stream.bodies.FrameSink` on an asyncio/uvloop transport."""
 
@@ -242,6 +259,8 @@ class TransportSink(SinkBase):
     def close(self) -> None:
         self._parts = []
         self._held = []  # not back to the pool: a closing transport may still hold views
+        self._transport = DETACHED  # see H2Protocol.connection_lost
+        self.writable = False
         if self._sock is not None:
             self._sock.close()
             self._sock = None

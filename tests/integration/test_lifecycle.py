@@ -7,9 +7,11 @@ to that test alone.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -394,3 +396,37 @@ def test_heap_is_trimmed_once_the_last_connection_has_gone(
     while trim.trims == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert trim.trims == 1
+
+
+def test_a_closed_tls_connection_frees_its_ssl_state_at_once(
+    inprocess_factory: Callable[..., Any],
+) -> None:
+    """connection_lost cuts the transport loose from the session's reference cycles, so
+    uvloop's SSL layer (its 256 KiB read buffer, OpenSSL's state) goes with the connection,
+    not at some later full garbage collection."""
+    server = inprocess_factory(self_signed=True)
+
+    def server_ssl_objects() -> int:
+        # The server's TLS runs on ssl.SSLObject (memory BIOs); the client's is an SSLSocket.
+        return sum(isinstance(obj, ssl.SSLObject) for obj in gc.get_objects())
+
+    # Another connection stays open, so the idle trim (and its gc.collect) cannot run.
+    keeper = RawH2Client(server.port, tls=True)
+    kept = keeper.request("/kib.bin")
+    assert keeper.until(lambda: keeper.responses[kept].ended)
+    gc.collect()
+    gc.disable()
+    try:
+        before = server_ssl_objects()
+        client = RawH2Client(server.port, tls=True)
+        sid = client.request("/kib.bin")
+        assert client.until(lambda: client.responses[sid].ended)
+        assert server_ssl_objects() == before + 1
+        client.close()
+        deadline = time.monotonic() + 5
+        while server_ssl_objects() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server_ssl_objects() == before
+    finally:
+        gc.enable()
+        keeper.close()
