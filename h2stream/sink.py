@@ -17,8 +17,9 @@ import socket
 from .bodies import DATA_HEADER, SinkBase
 from .stats import STATS
 
-# Queued bytes are handed to the transport once they reach this size, so a copy-path turn
-# never holds more than about this much before the transport decides whether to pause.
+# Queued bytes are handed to the transport once they reach this size (by default: TLS uses
+# less), so a turn never holds more than about this much before the transport decides
+# whether to pause.
 FLUSH_AT = 256 * 1024
 
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
@@ -85,12 +86,18 @@ class TransportSink(SinkBase):
         "_sock_fd",
         "_transport",
         "copy_small_frames",
+        "flush_at",
         "use_sendfile",
         "writable",
         "write_each_frame",
     )
 
-    def __init__(self, transport: asyncio.Transport, raw_socket: socket.socket | None) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        raw_socket: socket.socket | None,
+        flush_at: int = FLUSH_AT,
+    ) -> None:
         self._transport = transport
         self._parts: list[bytes | bytearray | memoryview] = []
         self._pending = 0
@@ -104,11 +111,13 @@ class TransportSink(SinkBase):
         self.copy_small_frames = False
         self.write_each_frame = False
         self.writable = True
+        # Queued bytes go to the transport once they reach this size.
+        self.flush_at = flush_at
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._parts.append(data)
         self._pending += len(data)
-        if self._pending >= FLUSH_AT:
+        if self._pending >= self.flush_at:
             self.flush()
 
     def flush(self) -> None:
