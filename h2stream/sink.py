@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 
 from .bodies import DATA_HEADER, SinkBase
 from .stats import STATS
@@ -203,10 +204,8 @@ class TransportSink(SinkBase):
         # Larger runs: one preadv straight into a shared buffer laid out as frames, headers in
         # the gaps, then the transport write(s).
         transport = self._transport
-        if self._held and not transport.get_write_buffer_size():
-            for held in self._held:  # the transport has drained: no view of them is left
-                COPY_BUFFERS.give_back(held)
-            self._held.clear()
+        if self._held:
+            self._give_back_released()
         frames = -(-count // max_frame)
         size = count + 9 * frames
         buf = COPY_BUFFERS.take(size)
@@ -238,11 +237,28 @@ class TransportSink(SinkBase):
                 write(view[start : min(size, start + step)])
         else:
             transport.write(view[:size])
-        if transport.get_write_buffer_size():
-            self._held.append(buf)  # the transport keeps a view of it until it drains
+        # Whether the transport kept a view of the buffer: every view holds a reference to
+        # it, so with ours gone only ``buf`` and getrefcount's argument are left when it did
+        # not. TLS encrypts each write at once and keeps none; a full h2c socket keeps one
+        # until it drains. (The transport's queue size cannot tell: over TLS it counts the
+        # encrypted bytes too, and each connection would keep a 256 KiB buffer.)
+        del view, slots
+        if sys.getrefcount(buf) > 2:
+            self._held.append(buf)
         else:
             COPY_BUFFERS.give_back(buf)
         return count
+
+    def _give_back_released(self) -> None:
+        """Return held copy buffers of which the transport keeps no view any more."""
+        still_held = []
+        for held in self._held:
+            # References: the list, this loop's name, getrefcount's argument; more is a view.
+            if sys.getrefcount(held) > 3:
+                still_held.append(held)
+            else:
+                COPY_BUFFERS.give_back(held)
+        self._held = still_held
 
     def _peer_gone(self, done: int) -> tuple[int, bool]:
         """The peer closed or reset the socket under a zero-copy frame (EPIPE, ECONNRESET):
