@@ -1,10 +1,10 @@
 """A worker-wide cap on live zstd contexts, so compressed streams cost bounded memory.
 
-A zstd context with our 128 KiB window allocates about 1 MiB. One per stream made a worker's
-memory grow with its number of concurrent compressed streams (D-zstd, 40 streams: peak RSS
-40-44 MiB against 35 for 8 streams). Compression is CPU work on the worker's one thread, so
-more contexts than a few buy no throughput: 8 concurrent NDJSON streams ran 282 requests/s
-where 40 ran 238 (fewer contexts, warmer caches).
+A zstd context allocates about 0.5 MiB (1 MiB with a 128 KiB window). One per stream made a
+worker's memory grow with its number of concurrent compressed streams (D-zstd, 40 streams,
+128 KiB window: peak RSS 40-44 MiB against 35 for 8 streams). Compression is CPU work on the
+worker's one thread, so more contexts than a few buy no throughput: 8 concurrent NDJSON
+streams ran 282 requests/s where 40 ran 238 (fewer contexts, warmer caches).
 
 The budget lends up to ``limit`` slots. A stream that finds none waits, unready, and is woken
 in turn when one comes back. So that a client that stops reading cannot keep others waiting,

@@ -273,7 +273,7 @@ class Config:
     gzip_level: int = option(
         1, "gzip (fallback) compression level", parse=_int_range(1, 9), metavar="N"
     )
-    # A zstd context holds about 1 MiB; compressing is CPU work on the worker's one thread,
+    # A zstd context holds about 0.5 MiB; compressing is CPU work on the worker's one thread,
     # so a few contexts keep it busy and more only cost memory (compressors.py, measured).
     max_zstd_contexts: int = option(
         4,
