@@ -47,13 +47,18 @@ class FakeHolder:
         self.log = log
         self.last_used = 0.0
         self.taken_at = 0.0
+        self.suspended_at = 0.0
+        self.busy = False  # compresses all the time once it has a context
         self.budget: ContextBudget | None = None
 
     def granted(self) -> None:
         self.log.append(f"granted {self.name}")
+        if self.busy:
+            self.last_used = compressors.time.monotonic() + 3600  # never idle
 
     def suspend(self) -> None:
         self.log.append(f"suspend {self.name}")
+        self.suspended_at = compressors.time.monotonic()
         assert self.budget is not None
         self.budget.give_back(self)
 
@@ -88,39 +93,33 @@ def test_parked_holders_yield_to_waiters_busy_ones_after_their_turn(
     monkeypatch.setattr(compressors, "TURN_SECONDS", 0.5)
 
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
         log: list[str] = []
         budget = ContextBudget(2)
         parked, busy, first, second = (FakeHolder(n, log) for n in ("parked", "busy", "1", "2"))
         for holder in (parked, busy, first, second):
             holder.budget = budget
-        active = [busy]
-
-        async def work(seconds: float) -> None:
-            """The active holders compress every 10 ms; the others do nothing."""
-            until = loop.time() + seconds
-            while loop.time() < until:
-                for holder in active:
-                    holder.last_used = compressors.time.monotonic()
-                await asyncio.sleep(0.01)
-
+        busy.busy = first.busy = True  # parked never compresses again
         start = compressors.time.monotonic()
         assert budget.take(parked) and budget.take(busy)
+        busy.last_used = start + 3600
         assert not budget.take(first)
-        await work(0.2)
-        # The parked holder yielded; the busy one kept its context.
+        await _until(lambda: len(log) >= 2)
         assert log == ["suspend parked", "granted 1"]
-        active.append(first)
         assert not budget.take(second)
-        await work(0.2)
-        assert log == ["suspend parked", "granted 1"]  # both busy, neither past its turn
-        await work(0.5)
-        # busy has had its turn (0.5 s) and yields to the waiter; 1 has not had its own yet.
+        await _until(lambda: len(log) >= 4)
+        # Both busy: the one that has held its context longest yields, once its turn is over.
         assert log == ["suspend parked", "granted 1", "suspend busy", "granted 2"]
-        assert compressors.time.monotonic() - start >= 0.5
+        assert busy.suspended_at - start >= compressors.TURN_SECONDS
         assert budget.waiting == 0
 
     asyncio.run(scenario())
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition() and loop.time() < deadline:
+        await asyncio.sleep(0.01)
 
 
 def test_whole_body_in_one_call_declares_its_size_and_holds_nothing() -> None:
