@@ -33,6 +33,9 @@ class FrameSink(Protocol):
     # own (the window cut the run short) rather than the whole run in one write.
     copy_small_frames: bool
     write_each_frame: bool
+    # How many payload bytes a stream alone on the connection may send per scheduler turn
+    # (with company, the fairness quantum applies): what one write of this sink does best.
+    solo_run: int
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue bytes behind everything queued before."""
@@ -63,6 +66,7 @@ class SinkBase:
 
     copy_small_frames = False
     write_each_frame = False
+    solo_run = 256 * 1024
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         raise NotImplementedError

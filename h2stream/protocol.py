@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 from . import http1
 from .limits import REFUSAL, limit_event
 from .session import Handler, Session
-from .sink import FLUSH_AT, TransportSink
+from .sink import TLS_SOLO_RUN, TransportSink
 from .stats import STATS
 from .timeouts import ConnectionWatch
 
@@ -77,7 +77,10 @@ class H2Protocol(asyncio.Protocol):
                 raw.setblocking(False)
         # TLS: queued output goes to the SSL layer in pieces of its pause point, since it
         # encrypts each write whole (B-1k, A-1g and D-zstd over TLS: as fast, 1.3 MiB less).
-        self._sink = TransportSink(transport, raw, TLS_WRITE_HIGH if self._tls else FLUSH_AT)
+        if self._tls:
+            self._sink = TransportSink(transport, raw, TLS_WRITE_HIGH, TLS_SOLO_RUN)
+        else:
+            self._sink = TransportSink(transport, raw)
         # Cleartext, high=0: pause_writing means "the transport holds bytes", resume means
         # "it is empty", which the zero-copy path needs. TLS has its own record buffers and
         # does not report "empty" reliably to an app transport set that tight, so it gets a

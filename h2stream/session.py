@@ -559,7 +559,7 @@ class Session:
         max_frame = min(conn.max_outbound_frame_size, self.config.max_send_frame_size)
         budget = self.config.write_quantum
         turn = self.config.stream_turn_bytes
-        solo = max(turn, _SOLO_RUN)
+        solo = max(turn, sink.solo_run)
         flood = conn.flood
         # Zero-copy or copy (README "Zero-copy or copy", measured): frames under
         # zero_copy_min_frame go by the copy path; a run the window cut short is written frame
@@ -732,9 +732,5 @@ class Session:
             self._forget(stream.stream_id)
         self._ready.clear()
 
-
-# A stream alone in the ready queue sends runs of up to this many bytes per turn: the size of
-# one copy-path write (sink.FLUSH_AT), and 16 zero-copy frames of 16 KiB.
-_SOLO_RUN = 256 * 1024
 
 _STATUS_BYTES = {code: str(code).encode() for code in range(100, 600)}
