@@ -33,9 +33,11 @@ class FrameSink(Protocol):
     # own (the window cut the run short) rather than the whole run in one write.
     copy_small_frames: bool
     write_each_frame: bool
-    # How many payload bytes a stream alone on the connection may send per scheduler turn
-    # (with company, the fairness quantum applies): what one write of this sink does best.
-    solo_run: int
+
+    @property
+    def solo_run(self) -> int:
+        """How many payload bytes a stream alone on the connection may send per scheduler
+        turn (with company, the fairness quantum applies): what this sink writes best."""
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue bytes behind everything queued before."""
@@ -66,7 +68,10 @@ class SinkBase:
 
     copy_small_frames = False
     write_each_frame = False
-    solo_run = 256 * 1024
+
+    @property
+    def solo_run(self) -> int:
+        return 256 * 1024
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         raise NotImplementedError

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 from . import http1
 from .limits import REFUSAL, limit_event
 from .session import Handler, Session
-from .sink import TLS_SOLO_RUN, TransportSink
+from .sink import SHORT_SOLO_RUN, TransportSink
 from .stats import STATS
 from .timeouts import ConnectionWatch
 
@@ -78,7 +78,7 @@ class H2Protocol(asyncio.Protocol):
         # TLS: queued output goes to the SSL layer in pieces of its pause point, since it
         # encrypts each write whole (B-1k, A-1g and D-zstd over TLS: as fast, 1.3 MiB less).
         if self._tls:
-            self._sink = TransportSink(transport, raw, TLS_WRITE_HIGH, TLS_SOLO_RUN)
+            self._sink = TransportSink(transport, raw, TLS_WRITE_HIGH, SHORT_SOLO_RUN)
         else:
             self._sink = TransportSink(transport, raw)
         # Cleartext, high=0: pause_writing means "the transport holds bytes", resume means

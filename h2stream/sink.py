@@ -28,9 +28,10 @@ FLUSH_AT = 256 * 1024
 # are fewer turns and fewer, larger writes. h2c A-1g (one 1 GiB download, 16 KiB frames, so
 # the copy path), 5 interleaved rounds, 2026-11-26: 128 KiB 1,669 MB/s (server CPU 0.55 s per
 # GiB), 256 KiB 1,864 (0.48 s), 512 KiB 1,987 (0.39 s), 1 MiB 2,243 (0.36 s). TLS keeps 256
-# KiB: its layer encrypts each write whole into memory.
+# KiB: its layer encrypts each write whole into memory; so does h2c while the worker's large
+# buffers are all in use (CopyBuffers.MAX_LARGE).
 SOLO_RUN = 1 << 20
-TLS_SOLO_RUN = 256 * 1024
+SHORT_SOLO_RUN = 256 * 1024
 
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 # Copy runs up to this size go as one fresh bytes joined with queued output; larger ones are
@@ -52,17 +53,24 @@ class CopyBuffers:
     """
 
     KEEP = 2  # free buffers kept for the next runs; more are left to the allocator
-    # Solo runs of one download: one buffer in the transport, one being filled.
-    KEEP_LARGE = 1
+    # Buffers for solo runs, in the transport or free, per worker: one download's run in the
+    # transport and the next being filled. Past that, solo runs shrink to 256 KiB, so many
+    # slow clients with one download each cost 256 KiB per backlogged connection, not 1 MiB.
+    MAX_LARGE = 2
 
     def __init__(self) -> None:
         self._free: list[bytearray] = []
         self._free_large: list[bytearray] = []
+        self._large_out = 0  # large buffers taken and not given back or forgotten
+
+    def large_available(self) -> bool:
+        return bool(self._free_large) or self._large_out < self.MAX_LARGE
 
     def take(self, size: int) -> bytearray:
         if size <= _COPY_BUF:
             return self._free.pop() if self._free else bytearray(_COPY_BUF)
         if size <= _LARGE_COPY_BUF:
+            self._large_out += 1
             return self._free_large.pop() if self._free_large else bytearray(_LARGE_COPY_BUF)
         return bytearray(size)
 
@@ -70,8 +78,15 @@ class CopyBuffers:
         if len(buf) == _COPY_BUF:
             if len(self._free) < self.KEEP:
                 self._free.append(buf)
-        elif len(buf) == _LARGE_COPY_BUF and len(self._free_large) < self.KEEP_LARGE:
-            self._free_large.append(buf)
+        elif len(buf) == _LARGE_COPY_BUF:
+            self._large_out -= 1
+            if len(self._free_large) + self._large_out < self.MAX_LARGE:
+                self._free_large.append(buf)
+
+    def forget(self, buf: bytearray) -> None:
+        """A buffer left to a closing transport: it never comes back."""
+        if len(buf) == _LARGE_COPY_BUF:
+            self._large_out -= 1
 
     def release_idle(self) -> None:
         """An idle worker keeps none (memory.py)."""
@@ -110,10 +125,10 @@ class TransportSink(SinkBase):
         "_pending",
         "_sock",
         "_sock_fd",
+        "_solo_run",
         "_transport",
         "copy_small_frames",
         "flush_at",
-        "solo_run",
         "use_sendfile",
         "writable",
         "write_each_frame",
@@ -141,7 +156,14 @@ class TransportSink(SinkBase):
         self.writable = True
         # Queued bytes go to the transport once they reach this size.
         self.flush_at = flush_at
-        self.solo_run = solo_run
+        self._solo_run = solo_run
+
+    @property
+    def solo_run(self) -> int:
+        """SOLO_RUN while the worker has a large copy buffer to spare, else 256 KiB."""
+        if self._solo_run > SHORT_SOLO_RUN and not COPY_BUFFERS.large_available():
+            return SHORT_SOLO_RUN
+        return self._solo_run
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._parts.append(data)
@@ -311,7 +333,9 @@ class TransportSink(SinkBase):
 
     def close(self) -> None:
         self._parts = []
-        self._held = []  # not back to the pool: a closing transport may still hold views
+        for held in self._held:  # not back to the pool: a closing transport may hold views
+            COPY_BUFFERS.forget(held)
+        self._held = []
         self._transport = DETACHED  # see H2Protocol.connection_lost
         self.writable = False
         if self._sock is not None:
