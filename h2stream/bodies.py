@@ -100,6 +100,9 @@ class Body:
     mode = "copy"
     # Trailing header fields sent (with END_STREAM) once the body is done, if any.
     trailers: list[tuple[bytes, bytes]] | None = None
+    # Whether it can turn unready by itself and needs set_waker (compressed bodies only), so
+    # other responses build no callback.
+    wakes_itself = False
 
     def emit(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
         """Frame at most ``allowed`` payload bytes; return how many were framed."""

@@ -371,7 +371,7 @@ class ZstdEncoder(Encoder):
             if len(data) == self._size:
                 # The whole body at once: one frame that declares its size, slot back now.
                 out = self._cctx.compress(data)
-                self._sealed = True
+                self._sealed = self._framed = True
                 self._release()
                 return out
             obj = self._obj = self._cctx.compressobj(size=-1)
@@ -388,7 +388,7 @@ class ZstdEncoder(Encoder):
         obj, self._obj = self._obj, None
         if obj is not None:
             out = obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
-        elif self._sealed or self._framed:
+        elif self._framed:
             out = b""  # every frame is complete already
         else:
             out = _EMPTY_FRAME  # an empty body is still one (empty) frame
@@ -460,6 +460,7 @@ class _EncodedBody(Body):
         "mode",
         "trailers",
     )
+    wakes_itself = True  # it waits for a zstd context by itself (compressors.py)
 
     def __init__(self, encoder: Encoder) -> None:
         self._encoder = encoder

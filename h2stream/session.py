@@ -475,7 +475,8 @@ class Session:
             return
         assert body is not None
         stream.body = body
-        body.set_waker(lambda: self._resume(stream))
+        if body.wakes_itself:
+            body.set_waker(lambda: self._resume(stream))
         self.schedule(stream)
 
     def _resume(self, stream: StreamState) -> None:
