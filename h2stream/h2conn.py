@@ -10,6 +10,7 @@ makes every encoded field a pure function of (name, value) and so cacheable.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -65,6 +66,9 @@ _BLOCK_CACHE_MAX = 64
 # header announcing length 4 and type 8; windows may not pass 2^31 - 1 (RFC 9113 6.9.1).
 _WU_FRAME = 13
 _WU_PREFIX = b"\x00\x00\x04\x08"
+# A WINDOW_UPDATE frame as (length and type, flags ignored; stream id; increment).
+_WU_LAYOUT = struct.Struct(">I1xII")
+_WU_PREFIX_WORD = int.from_bytes(_WU_PREFIX, "big")
 _MAX_WINDOW = 2**31 - 1
 # Stream states in which h2 takes a WINDOW_UPDATE without any transition or side effect.
 _WU_QUIET_STATES = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
@@ -115,15 +119,14 @@ class ServerConnection(h2.connection.H2Connection):
             return None
         growth: dict[int, int] = {}
         small = 0
-        for pos in range(0, size, _WU_FRAME):
-            if data[pos : pos + 4] != _WU_PREFIX:
+        for prefix, stream_id, increment in _WU_LAYOUT.iter_unpack(data):
+            if prefix != _WU_PREFIX_WORD:
                 return None
-            increment = int.from_bytes(data[pos + 9 : pos + 13], "big")
             if not 0 < increment <= _MAX_WINDOW:
                 return None  # h2 answers PROTOCOL_ERROR (hyperframe refuses 0 and the R bit)
             if increment < SMALL_WINDOW_UPDATE:
                 small += 1
-            stream_id = int.from_bytes(data[pos + 5 : pos + 9], "big") & _MAX_WINDOW
+            stream_id &= _MAX_WINDOW
             growth[stream_id] = growth.get(stream_id, 0) + increment
         streams = self.streams
         for stream_id, increment in growth.items():
