@@ -43,11 +43,22 @@ class FrameSink(Protocol):
         """Queue bytes behind everything queued before."""
 
     def copy_file_frames(
-        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int, end_stream: bool
+        self,
+        stream_id: int,
+        fd: int,
+        offset: int,
+        count: int,
+        max_frame: int,
+        end_stream: bool,
+        following: int = 0,
     ) -> int:
         """Read ``count`` bytes of ``fd`` from ``offset`` and queue them as DATA frames of at
         most ``max_frame`` (END_STREAM on the last if ``end_stream``). Returns the bytes read:
-        less than ``count`` means the file shrank and nothing was queued."""
+        less than ``count`` means the file shrank and nothing was queued. ``following``: how
+        many bytes of the body come after this run (a sink may read some of them ahead)."""
+
+    def drop_read_ahead(self, stream_id: int | None = None) -> None:
+        """Forget anything read ahead for ``stream_id`` (every stream if None)."""
 
     def send_file_frames(
         self, stream_id: int, fd: int, offset: int, count: int, max_frame: int
@@ -77,7 +88,14 @@ class SinkBase:
         raise NotImplementedError
 
     def copy_file_frames(
-        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int, end_stream: bool
+        self,
+        stream_id: int,
+        fd: int,
+        offset: int,
+        count: int,
+        max_frame: int,
+        end_stream: bool,
+        following: int = 0,
     ) -> int:
         payload = os.pread(fd, count, offset)
         if len(payload) < count:
@@ -90,6 +108,9 @@ class SinkBase:
             self.write(DATA_HEADER.pack(n << 8, flags, stream_id) + view[pos : pos + n])
             pos += n
         return count
+
+    def drop_read_ahead(self, stream_id: int | None = None) -> None:
+        pass  # reads nothing ahead
 
 
 class Body:
@@ -318,7 +339,10 @@ class FileBody(Body):
         if allowed <= 0:
             return 0  # a zero-copy run used the whole turn: no empty DATA frame
         end_stream = allowed == self.remaining
-        got = sink.copy_file_frames(stream_id, self.fd, self.offset, allowed, max_frame, end_stream)
+        following = self.remaining - allowed
+        got = sink.copy_file_frames(
+            stream_id, self.fd, self.offset, allowed, max_frame, end_stream, following
+        )
         if got < allowed:
             # The file shrank: nothing of this run was sent; reset instead.
             self._failed = True

@@ -194,6 +194,15 @@ class Config:
         parse=parse_size,
         metavar="BYTES",
     )
+    # While a worker's only connection waits for its peer's WINDOW_UPDATE, poll the socket
+    # this long before sleeping in the event loop: waking a halted vCPU costs more than the
+    # wait on loopback or a LAN (busypoll.py; README "Flow control and latency").
+    busy_poll_us: int = option(
+        50,
+        "on h2c, microseconds to poll for a peer's credit before sleeping; 0 = never poll",
+        parse=parse_count,
+        metavar="MICROSECONDS",
+    )
     loop: str = option("auto", "event loop", parse=_choice("auto", "uvloop", "asyncio"))
     log_level: str = option(
         "info", "log level", parse=_choice("debug", "info", "warning", "error", "critical")

@@ -387,6 +387,19 @@ class H2StreamCollector(Collector):
             "Seconds streams spent parked on a zero stream window.",
             c.get("flow_control_stall_seconds", 0),
         )
+        yield counter(
+            "read_ahead_bytes",
+            "Response body bytes sent from a read-ahead while flow control binds.",
+            c.get("body_bytes_read_ahead", 0),
+        )
+        polls = CounterMetricFamily(
+            f"{PREFIX}_busy_polls",
+            "Polls for a peer's credit, by whether input came within --busy-poll-us.",
+            labels=["result"],
+        )
+        polls.add_metric(["hit"], c.get("busy_poll_hits", 0))
+        polls.add_metric(["miss"], c.get("busy_poll_misses", 0))
+        yield polls
         yield self._by_code(
             "rst_stream_sent", "RST_STREAM frames sent.", t, "rst_sent_codes", c.get("rst_sent")
         )

@@ -14,6 +14,7 @@ import socket
 from typing import TYPE_CHECKING, cast
 
 from . import http1
+from .busypoll import BusyPoll
 from .limits import REFUSAL, limit_event
 from .session import Handler, Session
 from .sink import SHORT_SOLO_RUN, TransportSink
@@ -50,6 +51,8 @@ class H2Protocol(asyncio.Protocol):
         self.watch: ConnectionWatch | None = None
         # Over --max-connections: answered with GOAWAY and closed, never counted as ours.
         self._refused = False
+        # h2c only: polls for a peer's credit (busypoll.py); its socket is the sink's.
+        self._poller: BusyPoll | None = None
 
     # -- transport callbacks -------------------------------------------------------------
 
@@ -69,18 +72,21 @@ class H2Protocol(asyncio.Protocol):
         STATS.connections_accepted += 1
         STATS.connections_active += 1
         self._server.connections.add(self)
+        config = self._server.config
         raw = None
-        if not self._tls and self._server.config.sendfile:
+        if not self._tls and (config.sendfile or config.busy_poll_us):
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 raw = socket.fromfd(sock.fileno(), sock.family, socket.SOCK_STREAM)
                 raw.setblocking(False)
+        if raw is not None and config.busy_poll_us:
+            self._poller = BusyPoll(raw, config.busy_poll_us)
         # TLS: queued output goes to the SSL layer in pieces of its pause point, since it
         # encrypts each write whole (B-1k, A-1g and D-zstd over TLS: as fast, 1.3 MiB less).
         if self._tls:
             self._sink = TransportSink(transport, raw, TLS_WRITE_HIGH, SHORT_SOLO_RUN)
         else:
-            self._sink = TransportSink(transport, raw)
+            self._sink = TransportSink(transport, raw, sendfile=config.sendfile)
         # Cleartext, high=0: pause_writing means "the transport holds bytes", resume means
         # "it is empty", which the zero-copy path needs. TLS has its own record buffers and
         # does not report "empty" reliably to an app transport set that tight, so it gets a
@@ -107,12 +113,35 @@ class H2Protocol(asyncio.Protocol):
                 self._after_session_io(session.receive(data))
                 if not self._sink.writable:  # type: ignore[union-attr]
                     self._cap_backlog()
+                elif self._poller is not None and self._may_poll(session):
+                    self._poller.poll(self._take_polled)
             else:
                 self._sniff(data)
         except Exception:
             # A bug must cost one connection, never the process.
             log.exception("internal error; closing the connection")
             self.abort()
+
+    def _may_poll(self, session: Session) -> bool:
+        """Poll for credit only where it replaces sleep: this worker's one connection, with
+        nothing queued to run, a body waiting for the peer's windows alone."""
+        return (
+            STATS.connections_active == 1
+            and not self._pump_scheduled
+            and not self._reading_paused
+            and session.waiting_for_credit()
+        )
+
+    def _take_polled(self, data: bytes) -> bool:
+        """Bytes the poller read: the same path as data_received. Returns whether to poll on."""
+        session = self.session
+        if session is None or session.closed:
+            return False
+        self._after_session_io(session.receive(data))
+        if not self._sink.writable:  # type: ignore[union-attr]
+            self._cap_backlog()
+            return False
+        return self._may_poll(session)
 
     def pause_writing(self) -> None:
         # Reading goes on: WINDOW_UPDATE, RST_STREAM and new (small) requests must still be
@@ -160,6 +189,7 @@ class H2Protocol(asyncio.Protocol):
             self.session.connection_lost()
         if self._sink is not None:
             self._sink.close()
+        self._poller = None
         # h2's connection and our session are reference cycles, freed only by the garbage
         # collector, and through them the transport would wait too: for TLS, uvloop's SSL
         # layer with its 256 KiB read buffer and OpenSSL's state. Dropped here, they go now

@@ -611,6 +611,13 @@ class Session:
                 ready.append(stream)
         return budget <= 0 and bool(ready)
 
+    def waiting_for_credit(self) -> bool:
+        """Whether a body is held back by the peer's windows alone: what it sends next
+        will be a WINDOW_UPDATE (busypoll.py)."""
+        if self._ready:
+            return self.conn.outbound_flow_control_window <= 0
+        return any(stream.blocked for stream in self.streams.values())
+
     def _end_body(self, stream: StreamState, body: Body) -> None:
         """The last DATA frame has gone (or trailers go now): close our side."""
         trailers = body.trailers
@@ -640,6 +647,7 @@ class Session:
             # Ended while parked (reset, connection lost): that wait was a stall too.
             STATS.flow_control_stall_seconds += time.monotonic() - stream.blocked_since
         self.conn.stream_finished(stream_id)
+        self.sink.drop_read_ahead(stream_id)
         body = stream.body
         if body is not None:
             stream.mode = body.mode

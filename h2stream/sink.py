@@ -17,6 +17,7 @@ import sys
 
 from . import memory
 from .bodies import DATA_HEADER, SinkBase
+from .readahead import READ_AHEAD_BUDGET, ReadAhead
 from .stats import STATS
 
 # Queued bytes are handed to the transport once they reach this size (by default: TLS uses
@@ -40,6 +41,11 @@ _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _SMALL_COPY = 16384
 _COPY_BUF = 256 * 1024 + 9 * 16
 _LARGE_COPY_BUF = SOLO_RUN + 9 * (SOLO_RUN // 16384)
+_NO_BUFFER = bytearray()
+# A read-ahead covers the next run of the size the window allowed this time, at least 64 KiB
+# (RFC 9113's default window) and at most what a 256 KiB copy buffer holds in 16 KiB frames.
+READ_AHEAD_MIN = 65535
+READ_AHEAD_MAX = 15 * 16384
 
 
 class CopyBuffers:
@@ -120,6 +126,7 @@ class TransportSink(SinkBase):
     """Implements :class:`h2stream.bodies.FrameSink` on an asyncio/uvloop transport."""
 
     __slots__ = (
+        "_ahead",
         "_held",
         "_parts",
         "_pending",
@@ -140,17 +147,20 @@ class TransportSink(SinkBase):
         raw_socket: socket.socket | None,
         flush_at: int = FLUSH_AT,
         solo_run: int = SOLO_RUN,
+        sendfile: bool = True,
     ) -> None:
         self._transport = transport
         self._parts: list[bytes | bytearray | memoryview] = []
         self._pending = 0
         # Copy buffers the transport may still hold a view of (see CopyBuffers).
         self._held: list[bytearray] = []
+        # The next frames of a stream that flow control holds back (readahead.py).
+        self._ahead: ReadAhead | None = None
         # A duplicate of the transport's socket, for send(MSG_MORE) and sendfile only; it is
         # never registered with the loop.
         self._sock = raw_socket
         self._sock_fd = raw_socket.fileno() if raw_socket is not None else -1
-        self.use_sendfile = raw_socket is not None
+        self.use_sendfile = raw_socket is not None and sendfile
         self.copy_small_frames = False
         self.write_each_frame = False
         self.writable = True
@@ -238,22 +248,95 @@ class TransportSink(SinkBase):
         return done, True
 
     def copy_file_frames(
-        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int, end_stream: bool
+        self,
+        stream_id: int,
+        fd: int,
+        offset: int,
+        count: int,
+        max_frame: int,
+        end_stream: bool,
+        following: int = 0,
     ) -> int:
-        pack = DATA_HEADER.pack
-        if count <= _SMALL_COPY:
-            # One small frame: a fresh bytes joins the queued HEADERS in the next write.
-            try:
-                payload = os.pread(fd, count, offset)
-            except OSError:
-                return 0  # a failing read: nothing framed yet, the caller resets the stream
-            if len(payload) < count:
-                return len(payload)
-            self.write(pack(count << 8, 1 if end_stream else 0, stream_id) + payload)
-            return count
-        # Larger runs: one preadv straight into a shared buffer laid out as frames, headers in
-        # the gaps, then the transport write(s).
-        transport = self._transport
+        ahead = self._ahead
+        if ahead is not None and not ahead.continues(stream_id, fd, offset, max_frame):
+            self.drop_read_ahead()
+            ahead = None
+        if ahead is not None:
+            got = self._copy_after_read_ahead(ahead, fd, offset, count, end_stream)
+        elif count <= _SMALL_COPY:
+            got = self._copy_small(stream_id, fd, offset, count, end_stream)
+        else:
+            run = self._read_frames(stream_id, fd, offset, count, max_frame, end_stream)
+            if run is None:
+                return 0  # the file shrank or failed: nothing queued, the caller resets
+            buf, size = run
+            del run  # see _settle
+            self.flush()
+            self._write_frames(buf, size, max_frame)
+            del buf
+            got = count
+        if got == count and following and self.write_each_frame and self._ahead is None:
+            # The window cut this run short: read the next while the peer reads this one.
+            size = min(following, max(count, READ_AHEAD_MIN), READ_AHEAD_MAX)
+            self._read_ahead(stream_id, fd, offset + count, size, max_frame)
+        return got
+
+    def _copy_small(
+        self, stream_id: int, fd: int, offset: int, count: int, end_stream: bool
+    ) -> int:
+        """One small frame: a fresh bytes joins the queued HEADERS in the next write."""
+        try:
+            payload = os.pread(fd, count, offset)
+        except OSError:
+            return 0  # a failing read: nothing framed yet, the caller resets the stream
+        if len(payload) < count:
+            return len(payload)
+        self.write(DATA_HEADER.pack(count << 8, 1 if end_stream else 0, stream_id) + payload)
+        return count
+
+    def _copy_after_read_ahead(
+        self, ahead: ReadAhead, fd: int, offset: int, count: int, end_stream: bool
+    ) -> int:
+        """Send a grant from the read-ahead, and whatever it lacks read afresh. The fresh part
+        is read first, so a file that shrank is caught before any of the grant goes out."""
+        max_frame = ahead.max_frame
+        from_ahead = min(count, ahead.left)
+        rest = count - from_ahead
+        fresh = None
+        if rest:
+            fresh = self._read_frames(
+                ahead.stream_id, fd, offset + from_ahead, rest, max_frame, end_stream
+            )
+            if fresh is None:
+                self.drop_read_ahead()
+                return 0
+        start = ahead.pos
+        ends = ahead.take(from_ahead, end_stream and not rest)
+        STATS.body_bytes_read_ahead += from_ahead
+        self.flush()
+        write = self._transport.write
+        view = memoryview(ahead.buf)
+        if self.write_each_frame and len(ends) > 1:
+            for end in ends:
+                write(view[start:end])
+                start = end
+        else:
+            write(view[start : ends[-1]])
+        del view
+        if not ahead.left:
+            self.drop_read_ahead()
+        if fresh is not None:
+            buf, size = fresh
+            del fresh  # see _settle
+            self._write_frames(buf, size, max_frame)
+        return count
+
+    def _read_frames(
+        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int, end_stream: bool
+    ) -> tuple[bytearray, int] | None:
+        """One preadv of ``count`` bytes straight into a pooled buffer laid out as frames,
+        headers in the gaps. Returns the buffer and the frames' size, or None (given back)
+        when the file came up short or failed."""
         if self._held:
             self._give_back_released()
         frames = -(-count // max_frame)
@@ -263,41 +346,79 @@ class TransportSink(SinkBase):
         slots = []
         pos = 0
         left = count
+        pack_into = DATA_HEADER.pack_into
         while left:
             n = min(max_frame, left)
             left -= n
-            last = left == 0 and end_stream
-            DATA_HEADER.pack_into(buf, pos, n << 8, 1 if last else 0, stream_id)
+            pack_into(buf, pos, n << 8, 1 if left == 0 and end_stream else 0, stream_id)
             slots.append(view[pos + 9 : pos + 9 + n])
             pos += 9 + n
         try:
             got = os.preadv(fd, slots, offset)
         except OSError:
             got = 0  # a failing read: nothing framed yet, the caller resets the stream
+        del view, slots
         if got < count:
             COPY_BUFFERS.give_back(buf)
-            return got
-        self.flush()
-        if self.write_each_frame and frames > 1:
+            return None
+        return buf, size
+
+    def _write_frames(self, buf: bytearray, size: int, max_frame: int) -> None:
+        """Hand the frames laid out in ``buf[:size]`` to the transport, then settle ``buf``.
+        The caller holds ``buf`` under one name and no other."""
+        view = memoryview(buf)
+        if self.write_each_frame and size > max_frame + 9:
             # A run the window cut short: the peer can read the first frame while the next is
             # written (README "Zero-copy or copy").
-            write = transport.write
+            write = self._transport.write
             step = max_frame + 9
-            for start in range(0, size, step):
-                write(view[start : min(size, start + step)])
+            for pos in range(0, size, step):
+                write(view[pos : min(size, pos + step)])
         else:
-            transport.write(view[:size])
-        # Whether the transport kept a view of the buffer: every view holds a reference to
-        # it, so with ours gone only ``buf`` and getrefcount's argument are left when it did
-        # not. TLS encrypts each write at once and keeps none; a full h2c socket keeps one
-        # until it drains. (The transport's queue size cannot tell: over TLS it counts the
-        # encrypted bytes too, and each connection would keep a 256 KiB buffer.)
-        del view, slots
-        if sys.getrefcount(buf) > 2:
+            self._transport.write(view[:size])
+        del view
+        self._settle(buf, 3)  # the caller's name, our parameter, _settle's
+
+    def _settle(self, buf: bytearray, names: int) -> None:
+        """Return ``buf`` to the pool unless the transport still holds a view of it.
+
+        Every view holds a reference to its buffer, so with ours gone the count is the
+        ``names`` our callers hold plus getrefcount's argument. TLS encrypts each write at
+        once and keeps none; a full h2c socket keeps one until it drains. (The transport's
+        queue size cannot tell: over TLS it counts the encrypted bytes too, and each
+        connection would keep a 256 KiB buffer.)
+        """
+        if sys.getrefcount(buf) > names + 1:
             self._held.append(buf)
         else:
             COPY_BUFFERS.give_back(buf)
-        return count
+
+    def _read_ahead(self, stream_id: int, fd: int, offset: int, count: int, max_frame: int) -> None:
+        if not READ_AHEAD_BUDGET.acquire(self):
+            return
+        run = self._read_frames(stream_id, fd, offset, count, max_frame, False)
+        if run is None:
+            READ_AHEAD_BUDGET.release(self)  # short: the grant's own read will tell
+            return
+        self._ahead = ReadAhead(run[0], fd, offset, stream_id, max_frame, count)
+
+    @property
+    def read_ahead_since(self) -> float:
+        ahead = self._ahead
+        return ahead.since if ahead is not None else float("inf")
+
+    def drop_read_ahead(self, stream_id: int | None = None) -> None:
+        """Give up the read-ahead (of ``stream_id`` only, if given): its stream ended, moved
+        on, or another connection needs the budget."""
+        ahead = self._ahead
+        if ahead is None or (stream_id is not None and ahead.stream_id != stream_id):
+            return
+        self._ahead = None
+        READ_AHEAD_BUDGET.release(self)
+        buf = ahead.buf
+        ahead.buf = _NO_BUFFER  # other names of the ReadAhead must not count as views
+        del ahead
+        self._settle(buf, 2)  # our name, _settle's
 
     def _give_back_released(self) -> None:
         """Return held copy buffers of which the transport keeps no view any more."""
@@ -333,6 +454,7 @@ class TransportSink(SinkBase):
 
     def close(self) -> None:
         self._parts = []
+        self.drop_read_ahead()
         for held in self._held:  # not back to the pool: a closing transport may hold views
             COPY_BUFFERS.forget(held)
         self._held = []

@@ -48,6 +48,12 @@ class Stats:
     limit_events: dict[str, int]
     # -- hardening (issue 6) ---------------------------------------------------------------
     # -- operations (issue 7) --------------------------------------------------------------
+    # -- speed (issue 3) -------------------------------------------------------------------
+    # Polls for a peer's credit (busypoll.py) that found input, and that found none in time.
+    busy_poll_hits: int
+    busy_poll_misses: int
+    # Response body bytes sent from a read-ahead (readahead.py; counted in body_bytes_copy too).
+    body_bytes_read_ahead: int
 
     FIELDS: ClassVar[tuple[str, ...]]
     # The dict-annotated fields: counters keyed by a label (error code, kind).

@@ -600,3 +600,195 @@ def test_copy_buffers_shared_between_a_stalled_and_a_fast_connection(
     finally:
         stalled.close()
         fast.close()
+
+
+# -- the window-bound ping-pong: read-ahead and busy polling ------------------------------
+
+INPROCESS_TRANSPORTS = {
+    "h2c": {},
+    "h2c-no-sendfile": {"sendfile": False},
+    "tls": {"self_signed": True},
+}
+# Grants around every edge of a read-ahead laid out as 16 KiB frames: whole frames, one byte
+# short of and past a frame, inside one, several at once, and more than one read-ahead holds
+# (READ_AHEAD_MAX), so the rest must be read afresh.
+UNEVEN_GRANTS = [
+    16384,
+    32768,
+    16383,
+    1,
+    16385,
+    40000,
+    100,
+    65535,
+    70000,
+    131072,
+    250000,
+    5,
+    32767,
+    300000,
+]
+
+
+def grant(client: RawH2Client, sid: int, n: int) -> None:
+    client.open_window(sid, n)
+    client.open_window(None, n)
+
+
+@pytest.mark.parametrize("transport_name", list(INPROCESS_TRANSPORTS))
+def test_read_ahead_follows_every_grant_exactly(
+    transport_name: str, inprocess_factory: Callable[..., Any], files_root: Path
+) -> None:
+    """While the window binds, the server reads the next frames ahead (readahead.py). Each
+    grant must still bring exactly its size, frames cut where the grant ends, and the body
+    must be the file's bytes in order, ended once."""
+    changes = INPROCESS_TRANSPORTS[transport_name]
+    server = inprocess_factory(**changes)
+    expected = (files_root / "f100m.bin").read_bytes()[: 4 * MIB]
+    client = RawH2Client(server.port, tls=bool(changes.get("self_signed")))
+    try:
+        sid = client.request("/f100m.bin", extra=[("range", f"bytes=0-{4 * MIB - 1}")])
+        assert client.until(lambda: body_len(client, sid) >= WINDOW)
+        assert client.quiet_for(QUIET) == 0
+        ahead_before = STATS.body_bytes_read_ahead
+
+        def measure() -> int:
+            return body_len(client, sid)
+
+        for n in UNEVEN_GRANTS:
+            grant(client, sid, n)
+            expect_more(client, measure, n)
+        assert STATS.body_bytes_read_ahead > ahead_before, "no grant was served read ahead"
+        grant(client, sid, 4 * MIB)
+        assert client.until(lambda: client.responses[sid].ended)
+        assert client.responses[sid].reset_code is None
+        assert bytes(client.responses[sid].body) == expected
+        ends = [e for e in client.events if isinstance(e, h2.events.StreamEnded)]
+        assert len(ends) == 1
+    finally:
+        client.close()
+
+
+def test_read_ahead_budget_is_bounded_and_stale_ones_are_taken_back(
+    inprocess_factory: Callable[..., Any], files_root: Path
+) -> None:
+    """Clients that stop returning credit cannot pile up read-aheads (at most
+    ReadAheadBudget.MAX per worker), and one held too long goes to a stream that moves."""
+    from h2stream.readahead import READ_AHEAD_BUDGET, ReadAheadBudget
+
+    server = inprocess_factory(busy_poll_us=0)
+    expected = (files_root / "mib.bin").read_bytes()
+    clients = [RawH2Client(server.port) for _ in range(ReadAheadBudget.MAX + 2)]
+    try:
+        sids = [client.request("/mib.bin") for client in clients]
+        for client, sid in zip(clients, sids, strict=True):
+            assert client.until(lambda c=client, s=sid: body_len(c, s) >= WINDOW)
+            # One cut run each: every stream is now window-bound and asks for a read-ahead.
+            grant(client, sid, 20000)
+            assert client.until(lambda c=client, s=sid: body_len(c, s) >= WINDOW + 20000)
+        assert READ_AHEAD_BUDGET.held <= ReadAheadBudget.MAX
+        time.sleep(ReadAheadBudget.STALE_SECONDS * 4)  # every holder is stale now
+        moved_before = STATS.body_bytes_read_ahead
+        for client, sid in zip(clients, sids, strict=True):
+            grant(client, sid, 20000)
+            assert client.until(lambda c=client, s=sid: body_len(c, s) >= WINDOW + 40000)
+            grant(client, sid, 20000)
+            assert client.until(lambda c=client, s=sid: body_len(c, s) >= WINDOW + 60000)
+            assert READ_AHEAD_BUDGET.held <= ReadAheadBudget.MAX
+        assert STATS.body_bytes_read_ahead > moved_before
+        for client, sid in zip(clients, sids, strict=True):
+            grant(client, sid, MIB)
+            assert client.until(lambda c=client, s=sid: bool(c.responses[s].ended))
+            assert bytes(client.responses[sid].body) == expected
+    finally:
+        for client in clients:
+            client.close()
+    # Closed connections give theirs back.
+    assert wait_for_value(lambda: READ_AHEAD_BUDGET.held, 0)
+
+
+def wait_for_value(sample: Callable[[], int], value: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while sample() != value:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def polls() -> int:
+    return int(STATS.busy_poll_hits + STATS.busy_poll_misses)
+
+
+def acking_client(port: int, tls: bool = False) -> StreamingClient:
+    """Default 64 KiB windows, credit returned as data arrives: flow control binds."""
+    return StreamingClient(port, tls=tls, auto_ack=True)
+
+
+def test_busy_poll_catches_the_credit_of_a_lone_connection(
+    inprocess_factory: Callable[..., Any], digests: dict[str, str]
+) -> None:
+    server = inprocess_factory()
+    client = acking_client(server.port)
+    try:
+        hits_before = STATS.busy_poll_hits
+        sid = client.request_hashed("/f100m.bin")
+        assert until_done(client, lambda: client.responses[sid].ended)
+        assert client.hashers[sid].hexdigest() == digests["f100m.bin"]
+        assert STATS.busy_poll_hits > hits_before
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("case", ["off", "tls", "second-connection"])
+def test_busy_poll_only_where_it_replaces_sleep(
+    case: str, inprocess_factory: Callable[..., Any], digests: dict[str, str]
+) -> None:
+    """No polling when turned off, over TLS (the SSL layer owns the reads), or while the
+    worker has another connection (its events must not wait behind our poll)."""
+    changes: dict[str, object] = {"off": {"busy_poll_us": 0}, "tls": {"self_signed": True}}.get(
+        case, {}
+    )
+    server = inprocess_factory(**changes)
+    idle = RawH2Client(server.port, tls=case == "tls") if case == "second-connection" else None
+    client = acking_client(server.port, tls=case == "tls")
+    try:
+        if idle is not None:  # answered first, so the worker surely counts it
+            hello = idle.request("/hello.txt")
+            assert idle.until(lambda: idle.responses[hello].ended)
+        before = polls()
+        sid = client.request_hashed("/mib.bin")
+        assert until_done(client, lambda: client.responses[sid].ended)
+        assert client.hashers[sid].hexdigest() == digests["mib.bin"]
+        assert polls() == before
+    finally:
+        client.close()
+        if idle is not None:
+            idle.close()
+
+
+def test_busy_poll_rests_when_credit_stops_and_still_serves(
+    inprocess_factory: Callable[..., Any], files_root: Path
+) -> None:
+    """A peer that stops returning credit makes a few polls miss, then polling rests; the
+    connection still answers a new request, and closing it mid-wait ends it cleanly."""
+    from h2stream.busypoll import BusyPoll
+
+    server = inprocess_factory()
+    client = RawH2Client(server.port)
+    try:
+        misses_before = STATS.busy_poll_misses
+        sid = client.request("/f100m.bin")
+        assert client.until(lambda: body_len(client, sid) >= WINDOW)
+        for _ in range(BusyPoll.MISSES_BEFORE_REST * 3):
+            grant(client, sid, 1000)  # read at once: each grant is a hit, then a miss
+            client.quiet_for(0.01)
+        misses = STATS.busy_poll_misses - misses_before
+        assert 1 <= misses <= BusyPoll.MISSES_BEFORE_REST, misses
+        ok = client.request("/hello.txt")
+        client.open_window(None, 100)  # the big stream's window stays shut: all for this one
+        assert client.until(lambda: client.responses[ok].ended)
+        assert bytes(client.responses[ok].body) == (files_root / "hello.txt").read_bytes()
+    finally:
+        client.close()
+    assert wait_for_value(lambda: len(server.server.connections), 0)
