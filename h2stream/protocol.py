@@ -127,6 +127,7 @@ class H2Protocol(asyncio.Protocol):
         nothing queued to run, a body waiting for the peer's windows alone."""
         return (
             STATS.connections_active == 1
+            and not session.closed
             and not self._pump_scheduled
             and not self._reading_paused
             and session.waiting_for_credit()
@@ -135,7 +136,7 @@ class H2Protocol(asyncio.Protocol):
     def _take_polled(self, data: bytes) -> bool:
         """Bytes the poller read: the same path as data_received. Returns whether to poll on."""
         session = self.session
-        if session is None or session.closed:
+        if session is None:
             return False
         self._after_session_io(session.receive(data))
         if not self._sink.writable:  # type: ignore[union-attr]
