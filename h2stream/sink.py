@@ -258,8 +258,10 @@ class TransportSink(SinkBase):
         following: int = 0,
     ) -> int:
         ahead = self._ahead
-        if ahead is not None and not ahead.continues(stream_id, fd, offset, max_frame):
-            self.drop_read_ahead()
+        if ahead is not None and ahead.stream_id != stream_id:
+            ahead = None  # another stream's: it keeps it, this one reads as usual
+        elif ahead is not None and not ahead.continues(stream_id, fd, offset, max_frame):
+            self.drop_read_ahead()  # this stream moved on (a zero-copy run, a new frame size)
             ahead = None
         if ahead is not None:
             got = self._copy_after_read_ahead(ahead, fd, offset, count, end_stream)

@@ -669,6 +669,38 @@ def test_read_ahead_follows_every_grant_exactly(
         client.close()
 
 
+def test_read_ahead_of_one_stream_never_reaches_another(
+    inprocess_factory: Callable[..., Any], files_root: Path
+) -> None:
+    """Two window-bound downloads of different files on one connection, credit given to
+    each in turn: one of them holds the connection's read-ahead, and neither body may carry
+    a byte of the other's."""
+    server = inprocess_factory()
+    names = ["f100m.bin", "mib.bin"]
+    expected = {name: (files_root / name).read_bytes()[:MIB] for name in names}
+    client = RawH2Client(server.port)
+    try:
+        sids = {
+            name: client.request(f"/{name}", extra=[("range", f"bytes=0-{MIB - 1}")])
+            for name in names
+        }
+        # Both first windows share the connection's 64 KiB: let both streams have theirs.
+        client.open_window(None, WINDOW)
+        assert client.until(lambda: all(body_len(client, sid) >= WINDOW for sid in sids.values()))
+        for n in (40000, 16384, 65535, 1, 70000):
+            for sid in sids.values():
+                target = body_len(client, sid) + n
+                grant(client, sid, n)
+                assert client.until(lambda s=sid, t=target: body_len(client, s) >= t)
+        for sid in sids.values():
+            grant(client, sid, MIB)
+        assert client.until(lambda: all(client.responses[s].ended for s in sids.values()))
+        for name, sid in sids.items():
+            assert bytes(client.responses[sid].body) == expected[name], name
+    finally:
+        client.close()
+
+
 def test_read_ahead_budget_is_bounded_and_stale_ones_are_taken_back(
     inprocess_factory: Callable[..., Any], files_root: Path
 ) -> None:
