@@ -53,15 +53,15 @@ class ReadAhead:
             and max_frame == self.max_frame
         )
 
-    def take(self, count: int, end_stream: bool) -> list[int]:
+    def take(self, count: int, end_stream: bool) -> int:
         """Frame the next ``count`` bytes (at most :attr:`left`) for sending; returns where
-        each frame ends in ``buf`` (the first starts at the old :attr:`pos`). The last
-        frame's header is rewritten where the grant ends inside it or it ends the body."""
+        they end in ``buf`` (they start at the old :attr:`pos`). Every frame but the last is
+        full-size, so frame boundaries step by ``max_frame + 9``. The last frame's header is
+        rewritten where the grant ends inside it or it ends the body."""
         buf = self.buf
         max_frame = self.max_frame
         pos = self.pos
         left = self.left
-        ends = []
         todo = count
         while todo:
             n = min(max_frame, left)
@@ -75,12 +75,11 @@ class ReadAhead:
             pos += 9 + n
             left -= n
             todo -= n
-            ends.append(pos)
         self.pos = pos
         self.left = left
         self.offset += count
         self.since = time.monotonic()
-        return ends
+        return pos
 
 
 class _Holder(Protocol):

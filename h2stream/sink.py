@@ -313,18 +313,10 @@ class TransportSink(SinkBase):
                 self.drop_read_ahead()
                 return 0
         start = ahead.pos
-        ends = ahead.take(from_ahead, end_stream and not rest)
+        end = ahead.take(from_ahead, end_stream and not rest)
         STATS.body_bytes_read_ahead += from_ahead
         self.flush()
-        write = self._transport.write
-        view = memoryview(ahead.buf)
-        if self.write_each_frame and len(ends) > 1:
-            for end in ends:
-                write(view[start:end])
-                start = end
-        else:
-            write(view[start : ends[-1]])
-        del view
+        self._write_span(ahead.buf, start, end, max_frame)
         if not ahead.left:
             self.drop_read_ahead()
         if fresh is not None:
@@ -368,18 +360,22 @@ class TransportSink(SinkBase):
     def _write_frames(self, buf: bytearray, size: int, max_frame: int) -> None:
         """Hand the frames laid out in ``buf[:size]`` to the transport, then settle ``buf``.
         The caller holds ``buf`` under one name and no other."""
+        self._write_span(buf, 0, size, max_frame)
+        self._settle(buf, 3)  # the caller's name, our parameter, _settle's
+
+    def _write_span(self, buf: bytearray, start: int, end: int, max_frame: int) -> None:
+        """Write the frames in ``buf[start:end]``: full-size ones, the last maybe shorter."""
         view = memoryview(buf)
-        if self.write_each_frame and size > max_frame + 9:
+        if self.write_each_frame and end - start > max_frame + 9:
             # A run the window cut short: the peer can read the first frame while the next is
             # written (README "Zero-copy or copy").
             write = self._transport.write
             step = max_frame + 9
-            for pos in range(0, size, step):
-                write(view[pos : min(size, pos + step)])
+            for pos in range(start, end, step):
+                write(view[pos : min(end, pos + step)])
         else:
-            self._transport.write(view[:size])
+            self._transport.write(view[start:end])
         del view
-        self._settle(buf, 3)  # the caller's name, our parameter, _settle's
 
     def _settle(self, buf: bytearray, names: int) -> None:
         """Return ``buf`` to the pool unless the transport still holds a view of it.

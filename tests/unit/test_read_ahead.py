@@ -22,13 +22,15 @@ def laid_out(payload: bytes, stream_id: int = 1) -> bytearray:
     return buf
 
 
-def frames_of(buf: bytearray, start: int, ends: list[int]) -> list[tuple[int, int, bytes]]:
-    """(length, flags, payload) of each frame the sink would write."""
+def frames_of(buf: bytearray, start: int, end: int) -> list[tuple[int, int, bytes]]:
+    """(length, flags, payload) of each frame the sink would write, walked by the headers."""
     out = []
-    for end in ends:
+    while start < end:
         length_type, flags, _stream = DATA_HEADER.unpack_from(buf, start)
-        out.append((length_type >> 8, flags, bytes(buf[start + 9 : end])))
-        start = end
+        length = length_type >> 8
+        out.append((length, flags, bytes(buf[start + 9 : start + 9 + length])))
+        start += 9 + length
+    assert start == end
     return out
 
 
