@@ -11,8 +11,11 @@ goes back to sleep, much as Linux's SO_BUSY_POLL does for a NIC's queues (loopba
 Bounds, so that polling only ever replaces sleep: the caller polls only when the worker has
 this one connection and nothing else to do for it; each poll ends after ``--busy-poll-us``
 without input, and all polling in one event-loop callback after 2 ms (timers, accepts and
-signals wait no longer); a connection whose polls find nothing several times in a row (a peer
-across a real network answers in milliseconds) is not polled for the next second.
+signals wait no longer). A connection whose polls find nothing four times in a row (a peer
+across a real network answers in milliseconds) skips its next 16 waits, then tries one poll,
+and each further miss doubles the skip up to 1,024 waits; a hit starts over. Counting waits
+rather than time means a slow start (the first windows of a download, while the client sets
+up) costs only 16 waits of polling, not the rest of a short download.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 class BusyPoll:
     """Polls one socket (a duplicate of the transport's, never registered with the loop)."""
 
-    __slots__ = ("_buffer", "_misses", "_resting_until", "_sock", "_view", "_window_ns")
+    __slots__ = ("_buffer", "_misses", "_rest", "_skip", "_sock", "_view", "_window_ns")
 
     MISSES_BEFORE_REST = 4
-    REST_NS = 1_000_000_000
+    FIRST_REST = 16  # waits skipped after the first run of misses
+    LONGEST_REST = 1024
     CALLBACK_LIMIT_NS = 2_000_000
     BUFFER = 65536
 
@@ -42,16 +46,18 @@ class BusyPoll:
         self._buffer = bytearray(self.BUFFER)
         self._view = memoryview(self._buffer)
         self._misses = 0
-        self._resting_until = 0
+        self._rest = self.FIRST_REST
+        self._skip = 0  # waits still to sleep through without polling
 
     def poll(self, feed: Callable[[bytes], bool]) -> None:
         """Read what arrives within the window and hand it to ``feed``, which says whether
         to keep polling. End of stream and socket errors are left for the transport to see
         (they stay pending on the socket)."""
+        if self._skip:
+            self._skip -= 1
+            return
         now = time.monotonic_ns
         start = now()
-        if start < self._resting_until:
-            return
         deadline = start + self._window_ns
         limit = start + self.CALLBACK_LIMIT_NS
         recv_into = self._sock.recv_into
@@ -65,8 +71,9 @@ class BusyPoll:
                 STATS.busy_poll_misses += 1
                 self._misses += 1
                 if self._misses >= self.MISSES_BEFORE_REST:
-                    self._misses = 0
-                    self._resting_until = now() + self.REST_NS
+                    self._skip = self._rest
+                    self._rest = min(2 * self._rest, self.LONGEST_REST)
+                    self._misses = self.MISSES_BEFORE_REST - 1  # after a rest, one try
                 return
             except OSError:
                 return  # reset or similar: the transport's own read reports it
@@ -74,6 +81,7 @@ class BusyPoll:
                 return  # end of stream: likewise
             STATS.busy_poll_hits += 1
             self._misses = 0
+            self._rest = self.FIRST_REST
             if not feed(bytes(self._view[:n])):
                 return
             started = now()
