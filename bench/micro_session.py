@@ -1,6 +1,6 @@
 """Per-request CPU cost of the protocol core, without sockets: ``python -m bench.micro_session``.
 
-Drives a :class:`~h2stream.session.Session` with batches of GET requests produced by a real h2
+Drives a :class:`~h2stream.core.session.Session` with batches of GET requests produced by a real h2
 client connection and answers them with the directory handler; the sink discards frames (but
 reads file payloads, as the copy path would). Reports CPU microseconds per request (process
 time, so other load on the machine matters less), and with ``--profile`` the top functions.
@@ -18,10 +18,10 @@ import time
 import h2.config
 import h2.connection
 
-from h2stream.bodies import SinkBase
 from h2stream.config import Config
-from h2stream.session import Session
-from h2stream.static import StaticFiles
+from h2stream.core.framing import SinkBase
+from h2stream.core.session import Session
+from h2stream.handlers.static import StaticFiles
 
 
 class DiscardingSink(SinkBase):

@@ -25,7 +25,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 
-from h2stream.app import App, Request, Response
+from h2stream.handlers.app import App, Request, Response
 
 app = App()
 

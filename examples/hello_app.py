@@ -7,7 +7,7 @@ curl --http2-prior-knowledge -D - 'http://127.0.0.1:8080/count?n=5'   # trailers
 
 from __future__ import annotations
 
-from h2stream.app import App, Request, Response
+from h2stream.handlers.app import App, Request, Response
 
 app = App()
 

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import __version__
-from .app import App
-from .config import Config, ConfigError, flag_of, load_config, option_fields
-from .encoding import EncodingPolicy
-from .pidfile import PidFileError, remove_pid_file, write_pid_file
-from .server import StartupError, run
-from .session import Handler
-from .static import StaticFiles
-from .synthetic import BuiltinEndpoints, with_builtins
-from .tls import TLSError
+from h2stream import __version__
+from h2stream.config import ConfigError, flag_of, load_config, option_fields
+from h2stream.handlers.build import build_handler
+from h2stream.runtime.pidfile import PidFileError, remove_pid_file, write_pid_file
+from h2stream.runtime.server import StartupError, run
+from h2stream.runtime.tls import TLSError
 
 
 def _arg_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -75,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a TOML config file and exit")
     check.add_argument("file", help="the TOML file")
     top = commands.add_parser("top", help="live view of a server's /metrics (see --metrics-bind)")
-    from .top import add_arguments as add_top_arguments
+    from h2stream.observe.top import add_arguments as add_top_arguments
 
     add_top_arguments(top)
     return parser
@@ -89,47 +83,13 @@ def cli_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def load_app(spec: str) -> App:
-    """Import ``module:attr`` (the current directory is importable, as with uvicorn)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"--app {spec!r}: expected MODULE:ATTR")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"--app {spec!r}: cannot import {module_name}: {exc}") from exc
-    app = getattr(module, attr, None)
-    if not isinstance(app, App):
-        raise ValueError(f"--app {spec!r}: {attr} is not an h2stream.App")
-    return app
-
-
-def build_handler(config: Config, app_spec: str | App | None, serve_root: bool) -> Handler:
-    """The session handler: the directory, an App in front of it, /_h2stream/ before both.
-
-    ``app_spec`` is ``MODULE:ATTR`` or an App already at hand (tests, embedding).
-    """
-    policy = EncodingPolicy.from_config(config)
-    handler: Handler | None = StaticFiles(config.root, policy) if serve_root else None
-    if app_spec is not None:
-        app = app_spec if isinstance(app_spec, App) else load_app(app_spec)
-        handler = app.bind(config, fallback=handler, policy=policy)
-    if config.builtin_endpoints:
-        # One startswith per request; everything else goes straight to the handler behind.
-        return with_builtins(BuiltinEndpoints(config, policy), handler)
-    assert handler is not None
-    return handler
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "top":
-        from .top import main as top_main
+        from h2stream.observe.top import main as top_main
 
         return top_main(args)
     try:
@@ -143,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # With --app, the directory serves unmatched paths only when ROOT was given.
         serve_root = config.app is None or "root" in cli_values(args)
         if config.workers > 1 or config.supervise:
-            from .supervisor import ConfigSource, supervise
+            from h2stream.runtime.supervisor import ConfigSource, supervise
 
             return supervise(config, ConfigSource(cli_values(args), args.config, serve_root))
         handler = build_handler(config, config.app, serve_root)

@@ -25,8 +25,8 @@ import psutil
 import pytest
 
 from h2stream.config import Config, parse_bind
-from h2stream.server import Server, new_event_loop
-from h2stream.static import StaticFiles
+from h2stream.handlers.static import StaticFiles
+from h2stream.runtime.server import Server, new_event_loop
 
 REPO = Path(__file__).resolve().parent.parent
 LISTEN_LINE = re.compile(r"listening on (https?)://(\[[^\]]+\]|[^:/]+):(\d+)")

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 from hyperframe.frame import Frame
 
-from h2stream.bodies import DATA_HEADER, SinkBase
+from h2stream.core.frames import DATA_HEADER
+from h2stream.core.framing import SinkBase
 
 
 class RecordingSink(SinkBase):

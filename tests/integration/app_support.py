@@ -1,7 +1,7 @@
 """Helpers for the application, compression, upload and built-in endpoint tests.
 
 ``AppServer`` is the real server on a thread of the test process (like conftest's
-InProcessServer) with an :class:`h2stream.app.App` composed by the CLI's own
+InProcessServer) with an :class:`h2stream.handlers.app.App` composed by the CLI's own
 ``build_handler``, as ``h2stream serve ROOT --app`` composes it: built-in endpoints in front,
 the app, the directory behind. Handlers run on the
 server's loop; tests talk to them through ``threading`` primitives and read ``STATS``.
@@ -22,10 +22,10 @@ from typing import Any
 import h2.events
 from h2client import RawH2Client
 
-from h2stream.app import App
-from h2stream.cli import build_handler
 from h2stream.config import Config, parse_bind
-from h2stream.server import Server, new_event_loop
+from h2stream.handlers.app import App
+from h2stream.handlers.build import build_handler
+from h2stream.runtime.server import Server, new_event_loop
 
 
 class AppServer:

@@ -65,7 +65,7 @@ def metrics_url(server: ServerProcess, timeout: float = 10.0) -> str:
 
 
 def worker_pids(supervisor_pid: int) -> set[int]:
-    """The live worker processes of a supervisor (its children running h2stream.worker)."""
+    """The live worker processes of a supervisor (its children running h2stream.runtime.worker)."""
     pids = set()
     try:
         children = psutil.Process(supervisor_pid).children()
@@ -73,7 +73,10 @@ def worker_pids(supervisor_pid: int) -> set[int]:
         return set()
     for child in children:
         try:
-            if "h2stream.worker" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+            if (
+                "h2stream.runtime.worker" in child.cmdline()
+                and child.status() != psutil.STATUS_ZOMBIE
+            ):
                 pids.add(child.pid)
         except psutil.NoSuchProcess:
             continue

@@ -25,7 +25,7 @@ import pytest
 from app_support import AppServer, UploadClient, wait_for
 from conftest import SIZES, ServerProcess, require
 
-from h2stream.app import App, FileResponse, Request, Response
+from h2stream.handlers.app import App, FileResponse, Request, Response
 
 QUIET = 0.3
 WINDOW = 65535

@@ -27,7 +27,7 @@ from attacks import (
     start,
 )
 
-from h2stream.stats import STATS
+from h2stream.core.stats import STATS
 
 PAIRS = 2000  # far past the default budget of 256 + half the requests
 

@@ -27,8 +27,8 @@ from app_support import AppServer, UploadClient
 from conftest import ServerProcess, require
 from h2client import RawH2Client
 
-from h2stream.stats import STATS
-from h2stream.synthetic import row_offset
+from h2stream.core.stats import STATS
+from h2stream.handlers.synthetic import row_offset
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZIP_MAGIC = b"\x1f\x8b"

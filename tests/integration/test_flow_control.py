@@ -1,7 +1,7 @@
 """Flow control is backpressure: what the peer's windows allow goes out, and not a byte more.
 
 Every test drives a real server (a child process, or the in-process server when the byte
-counters in ``h2stream.stats.STATS`` are needed) over loopback with the raw h2 client, which
+counters in ``h2stream.core.stats.STATS`` are needed) over loopback with the raw h2 client, which
 never returns window credit unless the test says so. The client's own h2 state machine is a
 second referee: a DATA frame beyond the credit it granted raises FlowControlError in the client.
 
@@ -30,7 +30,7 @@ from conftest import require, sha256_file
 from h2client import RawH2Client
 from ops_support import metrics_url
 
-from h2stream.stats import STATS
+from h2stream.core.stats import STATS
 
 WINDOW = 65535  # RFC 9113 default initial window, stream and connection
 MAX_WINDOW = 2**31 - 1
@@ -712,7 +712,7 @@ def test_read_ahead_budget_is_bounded_and_stale_ones_are_taken_back(
 ) -> None:
     """Clients that stop returning credit cannot pile up read-aheads (at most
     ReadAheadBudget.MAX per worker), and one held too long goes to a stream that moves."""
-    from h2stream.readahead import READ_AHEAD_BUDGET, ReadAheadBudget
+    from h2stream.io.readahead import READ_AHEAD_BUDGET, ReadAheadBudget
 
     server = inprocess_factory(busy_poll_us=0)
     expected = (files_root / "mib.bin").read_bytes()
@@ -814,7 +814,7 @@ def test_busy_poll_rests_when_credit_stops_and_still_serves(
 ) -> None:
     """A peer that stops returning credit makes a few polls miss, then polling rests; the
     connection still answers a new request, and closing it mid-wait ends it cleanly."""
-    from h2stream.busypoll import BusyPoll
+    from h2stream.io.busypoll import BusyPoll
 
     server = inprocess_factory()
     client = RawH2Client(server.port)

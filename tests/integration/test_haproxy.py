@@ -23,7 +23,7 @@ import pytest
 from conftest import REPO, ServerProcess, require
 from ops_support import H2load, assert_all_succeeded, metrics_url, wait_until
 
-from h2stream.tls import make_self_signed
+from h2stream.runtime.tls import make_self_signed
 
 CONFIG = REPO / "examples" / "haproxy.cfg"
 SERVED_2XX = re.compile(r'^h2stream_streams_total\{status_class="2xx"\} ([\d.e+]+)$', re.M)

@@ -25,7 +25,7 @@ import pytest
 from conftest import SIZES, ServerProcess, require
 from h2client import RawH2Client, Response
 
-from h2stream.memory import IDLE_DELAY
+from h2stream.runtime.memory import IDLE_DELAY
 
 BIG = "f256m.bin"
 MAX_WINDOW = 2**31 - 1
@@ -81,7 +81,8 @@ def assert_no_internal_errors(server: ServerProcess) -> None:
 def connection_refused(port: int) -> bool:
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=2)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # Reset: the connect raced the listener's close and was dropped from its backlog.
         return True
     sock.close()
     return False

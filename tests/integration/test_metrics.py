@@ -24,8 +24,8 @@ from h2client import RawH2Client
 from observe_support import Scrape, metrics_base, scrape, wait_for
 
 import h2stream
-from h2stream import metrics
-from h2stream.metrics import Snapshot
+from h2stream.observe import metrics
+from h2stream.observe.metrics import Snapshot
 
 BODY = "h2stream_response_body_bytes_total"
 FILES = ["mib.bin", "f16385.bin", "kib.bin", "one.bin"]
@@ -226,8 +226,8 @@ def test_resets_and_goaways_by_error_code(observed: Callable[..., tuple[Any, str
 _PUBLISHER = """
 import sys
 import h2stream
-from h2stream import metrics
-from h2stream.stats import STATS
+from h2stream.observe import metrics
+from h2stream.core.stats import STATS
 STATS.body_bytes_sendfile += int(sys.argv[2])
 STATS.connections_active += 2
 STATS.rst_sent_codes[8] = 3

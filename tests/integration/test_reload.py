@@ -29,7 +29,7 @@ from ops_support import (
     worker_pids,
 )
 
-from h2stream.tls import make_self_signed
+from h2stream.runtime.tls import make_self_signed
 
 
 def test_sighup_during_long_downloads_fails_no_request(

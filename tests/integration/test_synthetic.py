@@ -24,7 +24,7 @@ import zstandard
 from app_support import UploadClient
 from conftest import ServerProcess, require
 
-from h2stream.synthetic import PATTERN_SIZE, pattern_bytes, row_offset
+from h2stream.handlers.synthetic import PATTERN_SIZE, pattern_bytes, row_offset
 
 NO_ERROR = int(h2.errors.ErrorCodes.NO_ERROR)
 

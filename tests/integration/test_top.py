@@ -21,7 +21,7 @@ from conftest import REPO
 from h2client import RawH2Client
 from observe_support import metrics_base
 
-from h2stream.top import CLEAR
+from h2stream.observe.top import CLEAR
 
 TOP = [sys.executable, "-m", "h2stream", "top"]
 

@@ -26,8 +26,8 @@ import pytest
 from app_support import AppServer, UploadClient, wait_for
 from conftest import require
 
-from h2stream.app import App, Request, Response
-from h2stream.stats import STATS
+from h2stream.core.stats import STATS
+from h2stream.handlers.app import App, Request, Response
 
 WINDOW = 65535
 LIMIT = 100_000

@@ -34,9 +34,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from recording import Closer, RecordingSink, split_frames
 
-from h2stream.bodies import BytesBody, FileBody
+from h2stream.body.bodies import FileBody
 from h2stream.config import Config
-from h2stream.session import Session, StreamState
+from h2stream.core.framing import BytesBody
+from h2stream.core.session import Session, StreamState
 
 MAX_WINDOW = 2**31 - 1
 DEFAULT_WINDOW = 65535

@@ -21,11 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from recording import RecordingSink, split_frames
 
-from h2stream import compressors
-from h2stream.compressors import ContextBudget
-from h2stream.encoding import CompressedBody, EncodingPolicy, ZstdEncoder
-from h2stream.sources import MemorySource
-from h2stream.stats import STATS
+from h2stream.body import compressors
+from h2stream.body.compressors import ContextBudget
+from h2stream.body.encoding import CompressedBody, EncodingPolicy, ZstdEncoder
+from h2stream.body.sources import MemorySource
+from h2stream.core.stats import STATS
 
 
 def decode_frames(data: bytes) -> bytes:

@@ -7,7 +7,7 @@ clients with one download each would hold 1 MiB apiece.
 
 from __future__ import annotations
 
-from h2stream.sink import _COPY_BUF, _LARGE_COPY_BUF, SOLO_RUN, CopyBuffers
+from h2stream.io.sink import _COPY_BUF, _LARGE_COPY_BUF, SOLO_RUN, CopyBuffers
 
 
 def test_large_buffers_are_bounded_and_reused() -> None:

@@ -21,16 +21,16 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from h2stream.bodies import SinkBase
-from h2stream.encoding import (
+from h2stream.body.encoding import (
     CompressedBody,
     CompressedChunkBody,
     EncodingPolicy,
     encoded_headers,
     parse_accept_encoding,
 )
-from h2stream.sources import FileSource, MemorySource, SourceBody
-from h2stream.synthetic import (
+from h2stream.body.sources import FileSource, MemorySource, SourceBody
+from h2stream.core.framing import SinkBase
+from h2stream.handlers.synthetic import (
     PATTERN_SIZE,
     NdjsonSource,
     PatternBody,

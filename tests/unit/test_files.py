@@ -1,4 +1,4 @@
-"""Unit tests of h2stream.files: path resolution against real files, and response planning."""
+"""h2stream.handlers.files: path resolution against real files, and response planning."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from h2stream.files import (
+from h2stream.handlers.files import (
     ALLOW,
     FilePlan,
     FileRoot,

@@ -29,10 +29,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from h2stream.bodies import DATA_HEADER, SinkBase
 from h2stream.config import Config
-from h2stream.session import Session
-from h2stream.static import StaticFiles
+from h2stream.core.frames import DATA_HEADER
+from h2stream.core.framing import SinkBase
+from h2stream.core.session import Session
+from h2stream.handlers.static import StaticFiles
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 CORPUS = Path(__file__).resolve().parent.parent / "fuzz_corpus"

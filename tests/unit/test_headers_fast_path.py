@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from h2stream.config import Config
-from h2stream.h2conn import IndexedFastDecoder, ServerConnection
-from h2stream.limits import FloodLimits, LimitedFrameBuffer
-from h2stream.session import _H2_CONFIG
+from h2stream.core.h2conn import IndexedFastDecoder, ServerConnection
+from h2stream.core.limits import FloodLimits, LimitedFrameBuffer
+from h2stream.core.session import _H2_CONFIG
 
 CLIENT_CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None)
 

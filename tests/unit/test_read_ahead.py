@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from h2stream.bodies import DATA_HEADER, FLAG_END_STREAM
-from h2stream.readahead import ReadAhead, ReadAheadBudget
+from h2stream.core.frames import DATA_HEADER, FLAG_END_STREAM
+from h2stream.io.readahead import ReadAhead, ReadAheadBudget
 
 FRAME = 16384
 

@@ -27,9 +27,9 @@ from hyperframe.frame import (
 )
 from recording import Closer, RecordingSink, split_frames
 
-from h2stream.bodies import FileBody
+from h2stream.body.bodies import FileBody
 from h2stream.config import Config
-from h2stream.session import Session, StreamState
+from h2stream.core.session import Session, StreamState
 
 MIB = 1 << 20
 WINDOW = 65535

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from h2stream.validation import request_problem, trailers_problem
+from h2stream.core.validation import request_problem, trailers_problem
 
 GOOD = [
     (b":method", b"GET"),

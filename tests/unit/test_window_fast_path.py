@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from h2stream.config import Config
-from h2stream.h2conn import ServerConnection
-from h2stream.limits import FloodLimits, LimitedFrameBuffer
+from h2stream.core.h2conn import ServerConnection
+from h2stream.core.limits import FloodLimits, LimitedFrameBuffer
 
 MAX_WINDOW = 2**31 - 1
 SERVER_CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None)

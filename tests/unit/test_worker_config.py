@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from h2stream.config import Config, load_config, parse_bind, parse_workers
-from h2stream.worker import decode_config, encode_config
+from h2stream.runtime.worker import decode_config, encode_config
 
 
 def test_defaults_round_trip() -> None:

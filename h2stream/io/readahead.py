@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from .bodies import DATA_HEADER, FLAG_END_STREAM
+from h2stream.core.frames import DATA_HEADER, FLAG_END_STREAM
 
 
 class ReadAhead:

@@ -10,18 +10,15 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
-from .config import Config
-from .limits import set_fd_budget
-from .memory import IdleTrim
-from .session import Handler, StreamObserver
-from .timeouts import Sweeper
-from .tls import make_self_signed, server_context
-
-if TYPE_CHECKING:
-    from .observe import Observability
-    from .protocol import H2Protocol
+from h2stream.config import Config
+from h2stream.core.limits import set_fd_budget
+from h2stream.core.session import Handler, StreamObserver
+from h2stream.io.protocol import H2Protocol
+from h2stream.io.timeouts import Sweeper
+from h2stream.observe.wiring import MetricsListenError, Observability
+from h2stream.runtime.memory import IdleTrim
+from h2stream.runtime.tls import make_self_signed, server_context
 
 log = logging.getLogger("h2stream.server")
 
@@ -70,15 +67,11 @@ class Server:
     ) -> None:
         """Listen on ``config.binds``, or on ``sockets`` already bound and listening (a worker
         process accepts on the SO_REUSEPORT sockets its supervisor made: see supervisor.py)."""
-        from .protocol import H2Protocol
-
         loop = asyncio.get_running_loop()
         context = self._ssl_context()
         tls = context is not None
         config = self.config
         if self.observability is None and (config.access_log or config.metrics_bind):
-            from .observe import Observability
-
             self.observability = Observability(self)
         if self.observability is not None:
             self.observability.install()  # before any connection: sessions copy the observer
@@ -125,7 +118,10 @@ class Server:
                 line = f"h2stream listening on {scheme}://{shown}:{port} ({kind})"
                 (announce or _print_line)(line)
         if self.observability is not None:
-            await self.observability.start_listener(announce or _print_line)
+            try:
+                await self.observability.start_listener(announce or _print_line)
+            except MetricsListenError as exc:
+                raise StartupError(str(exc)) from exc
         self._sweeper = Sweeper(self.connections, config)
         self._sweeper.start()
 

@@ -1,4 +1,4 @@
-"""Wires observability into one :class:`~h2stream.server.Server`: the stream observers (metrics
+"""Wires observability into one server: the stream observers (metrics
 figures, access log) and the ``--metrics-bind`` listener.
 
 Imported only when ``--access-log`` or ``--metrics-bind`` is given, so a plain server loads
@@ -8,15 +8,15 @@ neither prometheus_client nor the observers, and its streams end with no observe
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from .accesslog import AccessLog
-from .session import Session, StreamObserver, StreamState
+from h2stream.config import Config
+from h2stream.core.session import Session, StreamObserver, StreamState
+from h2stream.observe.accesslog import AccessLog
 
 if TYPE_CHECKING:
-    from .metrics import SnapshotPublisher
-    from .metrics_server import MetricsServer
-    from .server import Server
+    from h2stream.observe.metrics import SnapshotPublisher
+    from h2stream.observe.metrics_server import MetricsServer
 
 
 def fan_out(observers: list[StreamObserver]) -> StreamObserver | None:
@@ -35,6 +35,18 @@ def fan_out(observers: list[StreamObserver]) -> StreamObserver | None:
     return observe
 
 
+class ObservedServer(Protocol):
+    """What observability needs of the server it is installed in."""
+
+    config: Config
+    draining: bool
+    on_stream_end: StreamObserver | None
+
+
+class MetricsListenError(Exception):
+    """The metrics listener could not bind; the message is meant for the operator."""
+
+
 class Observability:
     """What ``--access-log`` and ``--metrics-bind`` add to a server, started and stopped with it.
 
@@ -46,7 +58,7 @@ class Observability:
 
     def __init__(
         self,
-        server: Server,
+        server: ObservedServer,
         *,
         listen: bool = True,
         snapshot_path: str | None = None,
@@ -62,7 +74,7 @@ class Observability:
         if server.on_stream_end is not None:
             observers.append(server.on_stream_end)
         if config.metrics_bind is not None or snapshot_path is not None:
-            from .metrics import STREAMS, SnapshotPublisher
+            from h2stream.observe.metrics import STREAMS, SnapshotPublisher
 
             observers.append(STREAMS.observe)
             if snapshot_path is not None:
@@ -85,8 +97,8 @@ class Observability:
         bind = self.server.config.metrics_bind
         if bind is None or not self._listen:
             return
-        from .metrics import live_source, registry_for
-        from .metrics_server import MetricsServer
+        from h2stream.observe.metrics import live_source, registry_for
+        from h2stream.observe.metrics_server import MetricsServer
 
         server = self.server
         self.metrics = MetricsServer(
@@ -95,10 +107,8 @@ class Observability:
         try:
             url = await self.metrics.start()
         except OSError as exc:
-            from .server import StartupError
-
             self.metrics = None
-            raise StartupError(
+            raise MetricsListenError(
                 f"cannot listen on --metrics-bind {bind}: {exc.strerror or exc}"
             ) from exc
         announce(f"h2stream metrics and health on {url} (/metrics /healthz /readyz)")

@@ -12,7 +12,7 @@ upload is ever held. A body over the limit gets 413 (before any of it is read wh
 ``content-length`` says so; else the moment it crosses the limit, and the stream is reset).
 
 Responses of compressible types are compressed when the client accepts it (see
-:mod:`h2stream.encoding`), chunk by chunk as the window opens.
+:mod:`h2stream.body.encoding`), chunk by chunk as the window opens.
 
 Errors: a handler that raises before the response headers gives 500, after them
 RST_STREAM(INTERNAL_ERROR); both log a line with the request id. A client that resets the
@@ -20,7 +20,7 @@ stream (or drops the connection) cancels the handler: it sees ``CancelledError``
 await.
 
 Files of a directory need no handler and no Task: :class:`App` falls through to a
-:class:`~h2stream.static.StaticFiles` handler for paths no route matches.
+:class:`~h2stream.handlers.static.StaticFiles` handler for paths no route matches.
 """
 
 from __future__ import annotations
@@ -38,21 +38,22 @@ from urllib.parse import parse_qsl, unquote
 import h2.errors
 from h2.stream import StreamState as H2StreamState
 
-from . import requestid
-from .bodies import Body, BytesBody, ChunkBody, FileBody
-from .encoding import (
+from h2stream.body.bodies import ChunkBody, FileBody
+from h2stream.body.encoding import (
     VARY,
     CompressedBody,
     CompressedChunkBody,
     EncodingPolicy,
     encoded_headers,
 )
-from .session import Handler, Session, StreamState
-from .sources import FileSource, MemorySource
-from .stats import STATS
+from h2stream.body.sources import FileSource, MemorySource
+from h2stream.core import requestid
+from h2stream.core.framing import Body, BytesBody
+from h2stream.core.session import Handler, Session, StreamState
+from h2stream.core.stats import STATS
 
 if TYPE_CHECKING:
-    from .config import Config
+    from h2stream.config import Config
 
 log = logging.getLogger("h2stream.app")
 

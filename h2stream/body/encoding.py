@@ -28,12 +28,14 @@ from typing import NamedTuple
 
 import zstandard
 
-from . import memory
-from .bodies import DATA_HEADER, FLAG_END_STREAM, Body, FrameSink, ProducerHandover
-from .compressors import ContextBudget
-from .config import Config
-from .sources import CHUNK, Source
-from .stats import STATS
+from h2stream.body.bodies import ProducerHandover
+from h2stream.body.compressors import ContextBudget
+from h2stream.body.sources import CHUNK, Source
+from h2stream.config import Config
+from h2stream.core.frames import DATA_HEADER, FLAG_END_STREAM
+from h2stream.core.framing import Body, FrameSink
+from h2stream.core.stats import STATS
+from h2stream.runtime import memory
 
 # zstd's window. 64 KiB halves a context against 128 KiB (521 against 953 KiB allocated at
 # level 1) for a ratio 0.4% lower on our NDJSON and 5-6% lower on text (Python sources 3.37
@@ -280,7 +282,7 @@ class Encoder:
 
 
 class ZstdEncoder(Encoder):
-    """zstd with a context lent by the worker's :class:`~h2stream.compressors.ContextBudget`.
+    """zstd with a context lent by the worker's :class:`~h2stream.body.compressors.ContextBudget`.
 
     Streaming frames declare no content size, so a suspension may end one anywhere; a body
     whose whole known size comes in one piece is compressed in one call (its frame declares
@@ -586,7 +588,7 @@ class CompressedBody(_EncodedBody):
 class CompressedChunkBody(ProducerHandover, _EncodedBody):
     """Chunks handed over by an application producer, compressed as the window opens.
 
-    Like :class:`~h2stream.bodies.ChunkBody`, :meth:`put` takes one chunk and a future that
+    Like :class:`~h2stream.body.bodies.ChunkBody`, :meth:`put` takes one chunk and a future that
     resolves once the chunk's compressed bytes have all been framed. Each chunk is flushed
     (a zstd block / zlib sync flush) when it has been consumed, so what a producer has sent
     is decodable by the client when its ``send`` returns: a log tail is not held back.

@@ -1,6 +1,6 @@
 """asyncio glue for one connection: sniff the first bytes, feed the session, own pause/resume.
 
-Everything protocol-shaped happens in :mod:`h2stream.session`; this module only moves bytes
+Everything protocol-shaped happens in :mod:`h2stream.core.session`; this module only moves bytes
 between the transport and the session, and turns the transport's flow-control callbacks into
 the sink's ``writable`` flag. Pausing writes also pauses reads, so a peer that never reads
 cannot make us queue the acknowledgements its frames provoke.
@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
-from . import http1
-from .busypoll import BusyPoll
-from .limits import REFUSAL, limit_event
-from .session import Handler, Session
-from .sink import SHORT_SOLO_RUN, TransportSink
-from .stats import STATS
-from .timeouts import ConnectionWatch
-
-if TYPE_CHECKING:
-    from .server import Server
+from h2stream.core import sniff as http1
+from h2stream.core.limits import REFUSAL, limit_event
+from h2stream.core.session import Handler, Session
+from h2stream.core.stats import STATS
+from h2stream.io.busypoll import BusyPoll
+from h2stream.io.host import ConnectionHost
+from h2stream.io.sink import SHORT_SOLO_RUN, TransportSink
+from h2stream.io.timeouts import ConnectionWatch
 
 log = logging.getLogger("h2stream.protocol")
 
@@ -33,7 +31,7 @@ TLS_WRITE_HIGH = 64 * 1024
 
 
 class H2Protocol(asyncio.Protocol):
-    def __init__(self, server: Server, handler: Handler, tls: bool) -> None:
+    def __init__(self, server: ConnectionHost, handler: Handler, tls: bool) -> None:
         self._server = server
         self._handler = handler
         self._tls = tls

@@ -3,15 +3,16 @@
 A source hands out at most ``n`` bytes per :meth:`Source.read` call, so whatever reads it (an
 identity body, a compressor) holds one bounded chunk at a time. Sources never block: a file
 span is read with ``os.pread`` (the page cache answers; the copy path of
-:class:`~h2stream.bodies.FileBody` makes the same bet), memory is sliced, a generator computes.
+:class:`~h2stream.body.bodies.FileBody` makes the same bet), memory is sliced, a generator computes.
 """
 
 from __future__ import annotations
 
 import os
 
-from .bodies import DATA_HEADER, FLAG_END_STREAM, Body, FrameSink
-from .stats import STATS
+from h2stream.core.frames import DATA_HEADER, FLAG_END_STREAM
+from h2stream.core.framing import Body, FrameSink
+from h2stream.core.stats import STATS
 
 # What one read asks a source for: small enough that a compressor's input plus output per
 # stream stay far below its own context, large enough that per-call overhead does not show.
@@ -64,7 +65,7 @@ class MemorySource(Source):
 class FileSource(Source):
     """``length`` bytes of an open file from ``offset``, read in bounded chunks.
 
-    ``closer`` owns the fd (an :class:`~h2stream.files.OpenFile`, or anything with
+    ``closer`` owns the fd (an :class:`~h2stream.handlers.files.OpenFile`, or anything with
     ``close()``) and is closed with the source.
     """
 

@@ -18,7 +18,7 @@ import os
 import string
 from collections.abc import Callable
 
-from .config import Config
+from h2stream.config import Config
 
 HEADER = b"x-request-id"
 TRACEPARENT = b"traceparent"

@@ -29,14 +29,15 @@ import random
 import time
 from urllib.parse import parse_qsl
 
-from .app import answer_and_stop
-from .bodies import DATA_HEADER, FLAG_END_STREAM, Body, FrameSink
-from .config import Config, parse_size
-from .encoding import VARY, CompressedBody, EncodingPolicy, encoded_headers
-from .files import _parse_byte_range, _satisfiable_span
-from .session import Handler, Session, StreamState
-from .sources import Source, SourceBody
-from .stats import STATS
+from h2stream.body.encoding import VARY, CompressedBody, EncodingPolicy, encoded_headers
+from h2stream.body.sources import Source, SourceBody
+from h2stream.config import Config, parse_size
+from h2stream.core.frames import DATA_HEADER, FLAG_END_STREAM
+from h2stream.core.framing import Body, FrameSink
+from h2stream.core.session import Handler, Session, StreamState
+from h2stream.core.stats import STATS
+from h2stream.handlers.app import answer_and_stop
+from h2stream.handlers.files import _parse_byte_range, _satisfiable_span
 
 PREFIX = b"/_h2stream/"
 OCTET_STREAM = b"application/octet-stream"

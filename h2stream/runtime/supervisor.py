@@ -8,8 +8,8 @@ which the supervisor keeps open: a reload or a restart never closes a listening 
 connection waiting in a socket's accept queue is lost (closing one member of a SO_REUSEPORT
 group resets the connections queued on it unless ``net.ipv4.tcp_migrate_req`` is set).
 
-Workers are fresh ``python -m h2stream.worker`` interpreters (not forks), so a reload re-reads
-the code as well as the config file and the certificates.
+Workers are fresh ``python -m h2stream.runtime.worker`` interpreters (not forks), so a reload
+re-reads the code as well as the config file and the certificates.
 
 Signals:
 - SIGTERM/SIGINT: every worker drains (GOAWAY, in-flight streams finish within
@@ -43,14 +43,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .config import Bind, Config, ConfigError, load_config
-from .pidfile import PidFileError, remove_pid_file, write_pid_file
-from .server import StartupError
-from .tls import TLSError, make_self_signed, server_context
-from .worker import READY, encode_config
+from h2stream.config import Bind, Config, ConfigError, load_config
+from h2stream.runtime.pidfile import PidFileError, remove_pid_file, write_pid_file
+from h2stream.runtime.server import StartupError
+from h2stream.runtime.tls import TLSError, make_self_signed, server_context
+from h2stream.runtime.worker import READY, encode_config
 
 if TYPE_CHECKING:
-    from .metrics_server import MetricsServer
+    from h2stream.observe.metrics_server import MetricsServer
 
 log = logging.getLogger("h2stream.supervisor")
 
@@ -277,7 +277,7 @@ class Supervisor:
         command = [
             sys.executable,
             "-m",
-            "h2stream.worker",
+            "h2stream.runtime.worker",
             "--listen-fds",
             ",".join(map(str, fds)),
             "--status-fd",
@@ -393,8 +393,8 @@ class Supervisor:
         bind = self.config.metrics_bind
         if bind is None:
             return None
-        from .metrics import files_source, registry_for
-        from .metrics_server import MetricsServer
+        from h2stream.observe.metrics import files_source, registry_for
+        from h2stream.observe.metrics_server import MetricsServer
 
         self._snapshot_dir = tempfile.mkdtemp(prefix="h2stream-metrics-")
         source = files_source(os.path.join(self._snapshot_dir, "*.json"))
@@ -418,7 +418,7 @@ class Supervisor:
         """
         if self._snapshot_dir is None:
             return
-        from .metrics import collect_from, merge
+        from h2stream.observe.metrics import collect_from, merge
 
         path = os.path.join(self._snapshot_dir, f"{worker.pid}.json")
         if not os.path.exists(path):

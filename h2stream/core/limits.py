@@ -1,7 +1,7 @@
 """Per-connection abuse accounting: flood budgets, header-block caps and the fd budget.
 
 h2 counts none of the known HTTP/2 floods, so each connection carries a :class:`FloodLimits`
-that :class:`h2stream.h2conn.ServerConnection` feeds from its frame dispatch. A frame that
+that :class:`h2stream.core.h2conn.ServerConnection` feeds from its frame dispatch. A frame that
 costs us work but carries no request or payload (PING, SETTINGS, PRIORITY, a WINDOW_UPDATE with
 a tiny increment, an empty DATA frame, an unknown extension frame) is one integer increment
 and one comparison; only when a budget is exceeded is the clock read, and a budget exceeded
@@ -32,10 +32,10 @@ import h2.exceptions
 from h2.frame_buffer import FrameBuffer
 from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame
 
-from .stats import STATS
+from h2stream.core.stats import STATS
 
 if TYPE_CHECKING:
-    from .config import Config
+    from h2stream.config import Config
 
 log = logging.getLogger("h2stream.limits")
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import CollectorRegistry
 
-from .config import Bind
-from .metrics import render
+from h2stream.config import Bind
+from h2stream.observe.metrics import render
 
 log = logging.getLogger("h2stream.metrics")
 

@@ -1,4 +1,4 @@
-"""One worker process under the supervisor: ``python -m h2stream.worker`` (internal).
+"""One worker process under the supervisor: ``python -m h2stream.runtime.worker`` (internal).
 
 The supervisor (supervisor.py) starts a fresh interpreter per worker, so a reload re-imports
 the code, and hands it:
@@ -29,9 +29,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import Config, option_fields
-from .server import Server, StartupError, new_event_loop
-from .tls import TLSError
+from h2stream.config import Config, option_fields
+from h2stream.handlers.build import build_handler
+from h2stream.runtime.server import Server, StartupError, new_event_loop
+from h2stream.runtime.tls import TLSError
 
 log = logging.getLogger("h2stream.worker")
 
@@ -65,7 +66,7 @@ def decode_config(text: str) -> Config:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="h2stream.worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="h2stream.runtime.worker", description=__doc__)
     parser.add_argument("--listen-fds", required=True, help="comma-separated listening fds")
     parser.add_argument("--status-fd", type=int, required=True)
     parser.add_argument("--lifeline-fd", type=int, required=True)
@@ -92,8 +93,6 @@ def serve_worker(
     lifeline_fd: int,
     snapshot_dir: str | None = None,
 ) -> int:
-    from .cli import build_handler
-
     # Signals the supervisor interprets: a stop arrives here as SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -102,7 +101,7 @@ def serve_worker(
     asyncio.set_event_loop(loop)
     server = Server(config, handler)
     if config.metrics_bind is not None or config.access_log is not None:
-        from .observe import Observability
+        from h2stream.observe.wiring import Observability
 
         # The supervisor serves --metrics-bind, summing the snapshots every worker publishes.
         snapshot = f"{snapshot_dir}/{os.getpid()}.json" if snapshot_dir else None

@@ -27,16 +27,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Collection
+from typing import Protocol
 
 import h2.errors
 
-from .limits import LimitedFrameBuffer, limit_event
-
-if TYPE_CHECKING:
-    from .config import Config
-    from .protocol import H2Protocol
-    from .session import Session
+from h2stream.config import Config
+from h2stream.core.limits import LimitedFrameBuffer, limit_event
+from h2stream.core.session import Session
 
 log = logging.getLogger("h2stream.timeouts")
 
@@ -64,6 +62,22 @@ def sweep_interval(config: Config) -> float:
     return min(MAX_INTERVAL, max(MIN_INTERVAL, min(timeouts) / 4))
 
 
+class Watched(Protocol):
+    """A connection as the sweeper sees it (the asyncio protocol implements it)."""
+
+    @property
+    def session(self) -> Session | None: ...
+
+    @property
+    def watch(self) -> ConnectionWatch | None: ...
+
+    def shutdown(self) -> None: ...
+
+    def schedule_pump(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class ConnectionWatch:
     """The timeout marks of one connection; :meth:`check` runs once per sweep."""
 
@@ -81,7 +95,7 @@ class ConnectionWatch:
         "transport",
     )
 
-    def __init__(self, protocol: H2Protocol, transport: asyncio.Transport, config: Config) -> None:
+    def __init__(self, protocol: Watched, transport: asyncio.Transport, config: Config) -> None:
         self.protocol = protocol
         self.transport = transport
         self.config = config
@@ -178,7 +192,7 @@ class ConnectionWatch:
 class Sweeper:
     """One timer per server: checks every connection's watch once per interval."""
 
-    def __init__(self, connections: set[H2Protocol], config: Config) -> None:
+    def __init__(self, connections: Collection[Watched], config: Config) -> None:
         self._connections = connections
         self.interval = sweep_interval(config)
         self._handle: asyncio.TimerHandle | None = None

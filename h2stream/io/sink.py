@@ -15,10 +15,11 @@ import os
 import socket
 import sys
 
-from . import memory
-from .bodies import DATA_HEADER, SinkBase
-from .readahead import READ_AHEAD_BUDGET, ReadAhead
-from .stats import STATS
+from h2stream.core.frames import DATA_HEADER, data_header
+from h2stream.core.framing import SinkBase
+from h2stream.core.stats import STATS
+from h2stream.io.readahead import READ_AHEAD_BUDGET, ReadAhead
+from h2stream.runtime import memory
 
 # Queued bytes are handed to the transport once they reach this size (by default: TLS uses
 # less), so a turn never holds more than about this much before the transport decides
@@ -123,7 +124,7 @@ DETACHED: asyncio.Transport = _Detached()  # type: ignore[assignment]
 
 
 class TransportSink(SinkBase):
-    """Implements :class:`h2stream.bodies.FrameSink` on an asyncio/uvloop transport."""
+    """Implements :class:`h2stream.core.framing.FrameSink` on an asyncio/uvloop transport."""
 
     __slots__ = (
         "_ahead",
@@ -201,7 +202,7 @@ class TransportSink(SinkBase):
         if not self.writable or transport.get_write_buffer_size() or sock is None:
             # Not our turn to touch the kernel: frame one through the transport.
             n = min(max_frame, count)
-            got = self._copy_rest(DATA_HEADER.pack(n << 8, 0, stream_id), fd, offset, n)
+            got = self._copy_rest(data_header(n, stream_id), fd, offset, n)
             return n, got == n
         send = sock.send
         sock_fd = self._sock_fd
@@ -293,7 +294,7 @@ class TransportSink(SinkBase):
             return 0  # a failing read: nothing framed yet, the caller resets the stream
         if len(payload) < count:
             return len(payload)
-        self.write(DATA_HEADER.pack(count << 8, 1 if end_stream else 0, stream_id) + payload)
+        self.write(data_header(count, stream_id, end_stream) + payload)
         return count
 
     def _copy_after_read_ahead(

@@ -1,6 +1,6 @@
 """Prometheus metric families, built at scrape time from plain counters.
 
-The hot path only ever does ``STATS.x += n`` (:mod:`h2stream.stats`). Per-stream figures that
+The hot path only ever does ``STATS.x += n`` (:mod:`h2stream.core.stats`). Per-stream figures that
 need more than an increment (status class, time to first byte, duration) are added up by
 :data:`STREAMS`, the ``on_stream_end`` observer, in fixed buckets of plain ints. Nothing here
 runs per frame.
@@ -41,11 +41,11 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from . import __version__
-from .stats import STATS
+from h2stream import __version__
+from h2stream.core.stats import STATS
 
 if TYPE_CHECKING:
-    from .session import Session, StreamState
+    from h2stream.core.session import Session, StreamState
 
 log = logging.getLogger("h2stream.metrics")
 

@@ -1,6 +1,6 @@
 """The directory handler: GET and HEAD of files under ROOT, answered without a Task per request.
 
-With an :class:`~h2stream.encoding.EncodingPolicy`, files of compressible types are negotiated:
+With an :class:`~h2stream.body.encoding.EncodingPolicy`, files of compressible types are negotiated:
 a precompressed sibling (``name.zst``, ``name.gz``) that the client accepts is served zero-copy
 with the original's content type and its own length and etag; otherwise the file is compressed
 as the window opens (64 KiB read at a time). Range requests get the identity file. Every
@@ -9,12 +9,12 @@ other file costs the hot path one dict lookup (is this content type compressible
 
 from __future__ import annotations
 
-from .bodies import FileBody
-from .encoding import VARY, CompressedBody, EncodingPolicy, encoded_headers
-from .files import ALLOW, FileRoot, OpenFile, content_type_for, plan_file_response
-from .session import Session, StreamState
-from .sources import FileSource
-from .stats import STATS
+from h2stream.body.bodies import FileBody
+from h2stream.body.encoding import VARY, CompressedBody, EncodingPolicy, encoded_headers
+from h2stream.body.sources import FileSource
+from h2stream.core.session import Session, StreamState
+from h2stream.core.stats import STATS
+from h2stream.handlers.files import ALLOW, FileRoot, OpenFile, content_type_for, plan_file_response
 
 _REASONS = {
     400: b"bad request\n",

@@ -37,7 +37,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from .limits import (
+from h2stream.core.limits import (
     EMPTY,
     PING,
     PRIORITY,
@@ -47,7 +47,7 @@ from .limits import (
     FloodLimits,
     LimitedFrameBuffer,
 )
-from .stats import STATS
+from h2stream.core.stats import STATS
 
 # Frames that are flood-counted whatever they hold (issue 6, limits.py); DATA, WINDOW_UPDATE
 # and RST_STREAM are judged by content below.

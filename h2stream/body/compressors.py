@@ -20,7 +20,7 @@ import time
 from collections import deque
 from typing import Protocol
 
-from .limits import limit_event
+from h2stream.core.limits import limit_event
 
 # A holder that has compressed nothing for this long is parked (its client is not reading, or
 # its producer is quiet); a busy one gets a turn at least this long before it must yield.

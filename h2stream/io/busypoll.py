@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from .stats import STATS
+from h2stream.core.stats import STATS
 
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 

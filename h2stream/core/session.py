@@ -1,7 +1,7 @@
 """The protocol core: one HTTP/2 connection's state, with no I/O.
 
 Bytes go in through :meth:`Session.receive`; ordered output goes out through a
-:class:`~h2stream.bodies.FrameSink` that the I/O layer implements. The session owns h2's
+:class:`~h2stream.core.framing.FrameSink` that the I/O layer implements. The session owns h2's
 connection object, turns its events into stream actions through a dispatch table, and runs the
 scheduler that hands DATA frames to the sink exactly as the peer's windows allow.
 
@@ -16,7 +16,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import struct
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -31,23 +30,26 @@ from h2.connection import ConnectionInputs
 from h2.stream import StreamInputs
 from hyperframe.frame import GoAwayFrame
 
-from . import requestid
-from .bodies import Body, BytesBody, FrameSink
-from .config import Config
-from .h2conn import IndexedFastDecoder, ResponseHeaderEncoder, ServerConnection
-from .limits import BUDGET, FloodLimits, LimitedFrameBuffer, limit_event, note_protocol_error
-from .stats import STATS
-from .validation import request_problem, trailers_problem
+from h2stream.config import Config
+from h2stream.core import requestid
+from h2stream.core.frames import headers_header
+from h2stream.core.framing import Body, BytesBody, FrameSink
+from h2stream.core.h2conn import IndexedFastDecoder, ResponseHeaderEncoder, ServerConnection
+from h2stream.core.limits import (
+    BUDGET,
+    FloodLimits,
+    LimitedFrameBuffer,
+    limit_event,
+    note_protocol_error,
+)
+from h2stream.core.stats import STATS
+from h2stream.core.validation import request_problem, trailers_problem
 
 log = logging.getLogger("h2stream.session")
 
 SERVER_NAME = b"h2stream"
 # The opaque data of the PING that follows the first GOAWAY of a graceful close.
 SHUTDOWN_PING = b"h2s-gone"
-# A HEADERS frame header: length and type 0x1 packed as one word, flags, stream id.
-_HEADERS_FRAME = struct.Struct(">IBI")
-_END_STREAM = 0x1
-_END_HEADERS = 0x4
 
 _H2_CONFIG = h2.config.H2Configuration(
     client_side=False,
@@ -129,7 +131,7 @@ class StreamState:
 
 
 class RequestBodySink(Protocol):
-    """Where an application's request body reader takes DATA (see :mod:`h2stream.app`)."""
+    """Where an application's request body reader takes DATA (see :mod:`h2stream.handlers.app`)."""
 
     def feed(self, data: bytes, flow_controlled_length: int) -> None: ...
 
@@ -509,9 +511,8 @@ class Session:
         if end:
             machine.process_input(StreamInputs.SEND_END_STREAM)
         block = self._headers.table_update() + block
-        flags = _END_HEADERS | _END_STREAM if end else _END_HEADERS
         self.flush()
-        self.sink.write(_HEADERS_FRAME.pack(len(block) << 8 | 0x1, flags, stream.stream_id) + block)
+        self.sink.write(headers_header(len(block), stream.stream_id, end) + block)
 
     def respond_bytes(
         self,

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import h2.errors
 
 if TYPE_CHECKING:
-    from .session import Session, StreamState
+    from h2stream.core.session import Session, StreamState
 
 log = logging.getLogger("h2stream.accesslog")
 

@@ -1,0 +1,28 @@
+"""What a connection needs from the server that accepted it, as an interface: the I/O layer
+never imports the runtime that owns it."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from h2stream.config import Config
+from h2stream.core.session import StreamObserver
+
+
+class IdleNotice(Protocol):
+    def connection_closed(self) -> None:
+        """A connection closed (the worker may have gone idle)."""
+
+
+class ConnectionHost(Protocol):
+    """The server side of every connection: its config, the live set, limits and state."""
+
+    config: Config
+    # The live connections (the protocol adds and discards itself).
+    connections: set[Any]
+    max_connections: int
+    draining: bool
+    on_stream_end: StreamObserver | None
+
+    @property
+    def idle_trim(self) -> IdleNotice: ...

@@ -1,0 +1,2 @@
+"""The runtime: server and listeners, workers and their supervisor, TLS, pid file and memory
+trim."""
