@@ -11,6 +11,7 @@ from typing import Any
 from h2stream import __version__
 from h2stream.config import ConfigError, flag_of, load_config, option_fields
 from h2stream.handlers.build import build_handler
+from h2stream.runtime.context import WorkerContext
 from h2stream.runtime.pidfile import PidFileError, remove_pid_file, write_pid_file
 from h2stream.runtime.server import StartupError, run
 from h2stream.runtime.tls import TLSError
@@ -106,11 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from h2stream.runtime.supervisor import ConfigSource, supervise
 
             return supervise(config, ConfigSource(cli_values(args), args.config, serve_root))
-        handler = build_handler(config, config.app, serve_root)
+        context = WorkerContext(config)
+        handler = build_handler(config, config.app, serve_root, context.zstd)
         if config.pid_file:
             write_pid_file(config.pid_file)
         try:
-            return run(config, handler)
+            return run(config, handler, context)
         finally:
             if config.pid_file:
                 remove_pid_file(config.pid_file)

@@ -5,7 +5,12 @@ from __future__ import annotations
 from bench.servers.base import H2C, TLS, Context, Launch, Server
 from bench.servers.caddy import Caddy
 from bench.servers.h2o import H2O
-from bench.servers.h2stream import H2Stream, H2StreamMemory, H2StreamNoSendfile
+from bench.servers.h2stream import (
+    H2Stream,
+    H2StreamBaseline,
+    H2StreamMemory,
+    H2StreamNoSendfile,
+)
 from bench.servers.nginx import Nginx, NginxSendfile
 from bench.servers.python_peers import (
     Granian,
@@ -20,6 +25,7 @@ ALL: tuple[Server, ...] = (
     H2Stream(),
     H2StreamNoSendfile(),
     H2StreamMemory(),
+    H2StreamBaseline(),
     Nginx(),
     NginxSendfile(),
     H2O(),

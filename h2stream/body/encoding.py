@@ -12,8 +12,8 @@ Compression is pull-driven and bounded. A body compresses only when the schedule
 window: it reads one chunk (64 KiB) from its source, compresses it, frames the output, and
 reads again only once that output has left. Memory per compressed stream is at most one
 input chunk and its output, plus a codec context while it compresses: zstd contexts are lent
-by the worker's budget (compressors.py) and pooled, gzip keeps one zlib stream per response
-(about 320 KiB). A zstd context allocates 521 KiB at level 1 with our 64 KiB window
+by the worker's budget and pooled (compressors.ZstdContexts), gzip keeps one zlib stream per
+response (about 320 KiB). A zstd context allocates 521 KiB at level 1 with our 64 KiB window
 (``memory_size()``; 953 KiB with 128 KiB).
 """
 
@@ -29,18 +29,13 @@ from typing import NamedTuple
 import zstandard
 
 from h2stream.body.bodies import ProducerHandover
-from h2stream.body.compressors import ContextBudget
+from h2stream.body.compressors import ZstdContexts
 from h2stream.body.sources import CHUNK, Source
 from h2stream.config import Config
 from h2stream.core.frames import DATA_HEADER, FLAG_END_STREAM
 from h2stream.core.framing import Body, FrameSink
 from h2stream.core.stats import STATS
-from h2stream.runtime import memory
 
-# zstd's window. 64 KiB halves a context against 128 KiB (521 against 953 KiB allocated at
-# level 1) for a ratio 0.4% lower on our NDJSON and 5-6% lower on text (Python sources 3.37
-# against 3.53, man pages 2.80 against 2.98); the level's default (512 KiB) gains nothing more.
-ZSTD_WINDOW_LOG = 16
 # What an empty body compresses to: one frame without content (RFC 8878 §3.1.1).
 _EMPTY_FRAME = zstandard.ZstdCompressor(level=1).compress(b"")
 # gzip: a 32 KiB window with the gzip wrapper (wbits 16 + 15).
@@ -142,7 +137,10 @@ class EncodingPolicy:
         gzip_level: int = 1,
         codings: Iterable[str] = CODINGS,
         zstd_contexts: int = 4,
+        zstd: ZstdContexts | None = None,
     ) -> None:
+        """``zstd``: the worker's contexts to borrow from; without it the policy makes its
+        own, lending at most ``zstd_contexts``."""
         self.codings = tuple(c for c in CODINGS if c in set(codings))
         self.min_size = min_size
         self.zstd_level = zstd_level
@@ -150,17 +148,15 @@ class EncodingPolicy:
         self._exact, self._prefixes, self._suffixes = _type_matcher(types)
         self._types: dict[str | bytes, bool] = {}
         self._parsed: dict[bytes | None, Preference] = {}
-        self._zstd_params = zstandard.ZstdCompressionParameters.from_level(
-            zstd_level, window_log=ZSTD_WINDOW_LOG
-        )
-        self._zstd_idle: list[zstandard.ZstdCompressor] = []
-        self.zstd_budget = ContextBudget(zstd_contexts)
-        memory.release_when_idle(self)
+        self.zstd = zstd if zstd is not None else ZstdContexts(zstd_contexts)
+        self.zstd_budget = self.zstd.budget
         # Part of strong etags of compressed variants: a different level is different bytes.
         self.etag_suffix = {"zstd": f"-zstd{zstd_level}", "gzip": f"-gzip{gzip_level}"}
 
     @classmethod
-    def from_config(cls, config: Config) -> EncodingPolicy | None:
+    def from_config(cls, config: Config, zstd: ZstdContexts | None = None) -> EncodingPolicy | None:
+        """The policy ``config`` asks for (None without compression); ``zstd``: the worker's
+        contexts, else its own per ``--max-zstd-contexts``."""
         if not config.compression:
             return None
         return cls(
@@ -169,6 +165,7 @@ class EncodingPolicy:
             zstd_level=config.zstd_level,
             gzip_level=config.gzip_level,
             zstd_contexts=config.max_zstd_contexts,
+            zstd=zstd,
         )
 
     # -- decisions -----------------------------------------------------------------------
@@ -224,20 +221,10 @@ class EncodingPolicy:
     # -- codecs --------------------------------------------------------------------------
 
     def zstd_context(self) -> zstandard.ZstdCompressor:
-        idle = self._zstd_idle
-        return (
-            idle.pop() if idle else zstandard.ZstdCompressor(compression_params=self._zstd_params)
-        )
+        return self.zstd.context(self.zstd_level)
 
     def zstd_context_done(self, cctx: zstandard.ZstdCompressor) -> None:
-        # The next compressobj() or compress() resets the context, finished or not.
-        # Every context lent comes back here: at most the budget's limit exist, so none is
-        # freed and made again under load (that churn fragmented the heap: D-zstd made 164
-        # contexts for 400 responses with 4 kept). An idle worker drops them (memory.py).
-        self._zstd_idle.append(cctx)
-
-    def release_idle(self) -> None:
-        self._zstd_idle.clear()
+        self.zstd.context_done(self.zstd_level, cctx)
 
     def encoder(self, coding: str, size: int | None = None) -> Encoder:
         if coding == "zstd":

@@ -26,13 +26,23 @@ TEXT_PLAIN = b"text/plain; charset=utf-8"
 
 class ResetCode(enum.IntEnum):
     """Why an exchange is abandoned. HTTP/2 sends the code in RST_STREAM (RFC 9113 section 7,
-    same numbers); HTTP/1.1 can only close the connection."""
+    same numbers and names); HTTP/1.1 can only close the connection. Handlers use a few of
+    them; logs name any a peer sent."""
 
     NO_ERROR = 0x0
     PROTOCOL_ERROR = 0x1
     INTERNAL_ERROR = 0x2
+    FLOW_CONTROL_ERROR = 0x3
+    SETTINGS_TIMEOUT = 0x4
+    STREAM_CLOSED = 0x5
+    FRAME_SIZE_ERROR = 0x6
     REFUSED_STREAM = 0x7
     CANCEL = 0x8
+    COMPRESSION_ERROR = 0x9
+    CONNECT_ERROR = 0xA
+    ENHANCE_YOUR_CALM = 0xB
+    INADEQUATE_SECURITY = 0xC
+    HTTP_1_1_REQUIRED = 0xD
 
 
 class RequestBodySink(Protocol):
@@ -79,14 +89,17 @@ class Exchange(Protocol):
 
     @property
     def request_ended(self) -> bool:
-        """The client has sent the whole request (no body, or all of it)."""
+        """The whole request has arrived and been handed on: no body, or all of it delivered
+        (to the reader, or drained). False while chunks that came in the same read as the
+        headers are still on their way to a reader registered now."""
 
     @property
     def open(self) -> bool:
         """Still answerable: not finished, not reset, the connection not lost."""
 
     def read_body(self, sink: RequestBodySink) -> None:
-        """Deliver the request body to ``sink`` from now on. Without a reader, a body is
+        """Deliver the request body to ``sink`` from now on, then ``sink.end()``; if the
+        request has already ended, ``sink.end()`` comes at once. Without a reader, a body is
         drained and its credit given back at once."""
 
     def consumed(self, length: int) -> None:
@@ -123,6 +136,7 @@ class Exchange(Protocol):
 
 
 Handler = Callable[[Exchange], None]
+"""Called once per request, as its headers arrive, with the exchange alone."""
 
 
 class ExchangeRecord(Protocol):
@@ -157,3 +171,4 @@ class ExchangeRecord(Protocol):
 
 
 ExchangeObserver = Callable[[ExchangeRecord], None]
+"""Called once per exchange as it ends (completed, reset or cut), with the exchange alone."""

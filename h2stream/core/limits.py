@@ -12,9 +12,10 @@ Peer resets (rapid reset, CVE-2023-44487) are judged against the requests the pe
 h2o does: a connection may reset up to half of its requests plus ``reset_budget`` more. The
 request count comes free from the highest stream id, so a reset costs one increment too.
 
-:class:`LimitedFrameBuffer` caps a header block (HEADERS + CONTINUATION) in raw bytes and in
-frames while it is being collected, so a CONTINUATION flood (CVE-2024-27316 family) ends the
-connection before the block grows; the decoded size is capped by hpack itself
+:class:`~h2stream.core.h2conn.LimitedFrameBuffer` (the h2 adapter's frame buffer) caps a header
+block (HEADERS + CONTINUATION) in raw bytes and in frames while it is being collected, so a
+CONTINUATION flood (CVE-2024-27316 family) ends the connection before the block grows; it raises
+the typed errors defined here. The decoded size is capped by hpack itself
 (SETTINGS_MAX_HEADER_LIST_SIZE), which h2 reports as a DenialOfServiceError.
 
 Every limit that fires is counted in ``STATS.limit_events`` under its kind.
@@ -29,8 +30,7 @@ from typing import TYPE_CHECKING
 
 import h2.errors
 import h2.exceptions
-from h2.frame_buffer import FrameBuffer
-from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from h2stream.core.stats import STATS
 
@@ -159,73 +159,9 @@ class HeaderBlockError(h2.exceptions.DenialOfServiceError):
     error_code = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
 
 
-# Frame types whose payload length is fixed by RFC 9113 (PRIORITY 5, RST_STREAM 4, PING 8,
-# WINDOW_UPDATE 4); 6 for SETTINGS stands for "a multiple of 6".
-_FIXED_LENGTH = {0x2: 5, 0x3: 4, 0x4: 6, 0x6: 8, 0x8: 4}
-
-
-class LimitedFrameBuffer(FrameBuffer):
-    """h2's frame buffer with the header block capped while it is collected.
-
-    h2 itself stops at 64 CONTINUATION frames, but each may be as large as
-    SETTINGS_MAX_FRAME_SIZE, and a block it has collected is decoded in one piece.
-    """
-
-    def __init__(self, max_block_bytes: int, max_block_frames: int) -> None:
-        super().__init__(server=True)
-        self.max_block_bytes = max_block_bytes
-        self.max_block_frames = max_block_frames
-        self._block_bytes = 0
-        self._block_frames = 0
-
-    def __next__(self) -> Frame:
-        # h2 checks a frame's length only once its whole announced body has arrived, so a
-        # peer could make us buffer up to 16 MiB first: check as soon as the header is here.
-        data = self._data
-        if len(data) >= 9:
-            length = int.from_bytes(data[:3], "big")
-            self._validate_frame_length(length)
-            # Frames of fixed size (and SETTINGS, a multiple of 6) are judged by their header
-            # too, rather than after waiting for a body that may never come.
-            fixed = _FIXED_LENGTH.get(data[3])
-            if fixed is not None and (length % 6 if fixed == 6 else length != fixed):
-                raise h2.exceptions.FrameDataMissingError(
-                    f"frame type {data[3]} with invalid length {length}"
-                )
-        return super().__next__()
-
-    def _update_header_buffer(self, f: Frame | None) -> Frame | None:
-        cls = f.__class__
-        if cls is ContinuationFrame:
-            if self._headers_buffer:
-                assert isinstance(f, ContinuationFrame)
-                self._block_bytes += len(f.data)
-                self._block_frames += 1
-                if self._block_frames > self.max_block_frames:
-                    self._fire("header_block_frames")
-                if self._block_bytes > self.max_block_bytes:
-                    self._fire("header_block_size")
-        elif cls is HeadersFrame:
-            assert isinstance(f, HeadersFrame)
-            self._block_bytes = len(f.data)
-            self._block_frames = 1
-            if self._block_bytes > self.max_block_bytes:
-                self._fire("header_block_size")
-        return super()._update_header_buffer(f)
-
-    def _fire(self, name: str) -> None:
-        limit_event(name)
-        log.info("header block over its cap (%s): GOAWAY(ENHANCE_YOUR_CALM)", name)
-        raise HeaderBlockError(name)
-
-    def header_block_pending(self) -> bool:
-        """Whether the peer is part-way through a header block (or a frame that may be one)."""
-        if self._headers_buffer:
-            return True
-        data = self._data
-        # Byte 3 of a frame header is its type: HEADERS (1) or CONTINUATION (9); with fewer
-        # than 4 bytes buffered the type is not known yet.
-        return bool(data) and (len(data) < 4 or data[3] in (0x1, 0x9))
+class ContinuationLimitError(h2.exceptions.ProtocolError):
+    """h2's own cap of 64 CONTINUATION frames in one header block (reached only when
+    ``max_header_block_frames`` is set higher): PROTOCOL_ERROR, as h2 answers it."""
 
 
 def note_protocol_error(exc: h2.exceptions.ProtocolError) -> None:
@@ -235,13 +171,13 @@ def note_protocol_error(exc: h2.exceptions.ProtocolError) -> None:
     if isinstance(exc, h2.exceptions.DenialOfServiceError):
         # hpack's decoded-size cap (SETTINGS_MAX_HEADER_LIST_SIZE): an HPACK bomb.
         limit_event("header_list_size")
-    elif "continuation" in str(exc).lower():
-        # h2's own cap of 64 CONTINUATION frames (only if ours is set higher).
+    elif isinstance(exc, ContinuationLimitError):
         limit_event("header_block_frames")
 
 
 class WorkerBudget:
-    """This process's share of RLIMIT_NOFILE, set once by the server at start.
+    """A worker's share of RLIMIT_NOFILE, set once by its server at start (unlimited until
+    then). The server's worker context holds it; sessions read :attr:`streams`.
 
     A connection holds two fds (its socket and the duplicate used for sendfile) and a stream
     at most one (its file), so with ``connections`` and ``streams`` both capped the process
@@ -257,14 +193,11 @@ class WorkerBudget:
         self.streams = 1 << 30
 
 
-# One per process, like STATS: workers are processes.
-BUDGET = WorkerBudget()
-
-
-def set_fd_budget(config: Config) -> WorkerBudget:
-    """Raise the soft RLIMIT_NOFILE to the hard one, and share it out (see WorkerBudget):
-    a quarter of what is left after FD_RESERVE goes to connections (two fds each, so half the
-    fds) and the other half to streams, unless ``--max-connections`` asks for fewer."""
+def set_fd_budget(config: Config, budget: WorkerBudget) -> WorkerBudget:
+    """Raise the soft RLIMIT_NOFILE to the hard one, and share it out into ``budget`` (see
+    WorkerBudget): a quarter of what is left after FD_RESERVE goes to connections (two fds
+    each, so half the fds) and the other half to streams, unless ``--max-connections`` asks
+    for fewer."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = FD_SOFT_MAX if hard == resource.RLIM_INFINITY else min(hard, FD_SOFT_MAX)
     if soft != resource.RLIM_INFINITY and soft < wanted:
@@ -278,6 +211,6 @@ def set_fd_budget(config: Config) -> WorkerBudget:
     usable = max(FDS_PER_CONNECTION, soft - FD_RESERVE)
     by_fds = usable // FDS_PER_CONNECTION
     connections = min(config.max_connections, by_fds) if config.max_connections else by_fds
-    BUDGET.connections = connections
-    BUDGET.streams = max(1, usable - 2 * connections)
-    return BUDGET
+    budget.connections = connections
+    budget.streams = max(1, usable - 2 * connections)
+    return budget

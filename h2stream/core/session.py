@@ -8,40 +8,43 @@ scheduler that hands DATA frames to the sink exactly as the peer's windows allow
 Flow control is the backpressure: a stream with no window is parked (not buffered) until a
 WINDOW_UPDATE or a SETTINGS change gives it credit; a sink that cannot write stops the
 scheduler until the I/O layer calls :meth:`Session.pump` again.
+
+Each request is a :class:`StreamState`, the HTTP/2 implementation of
+:class:`~h2stream.core.exchange.Exchange`: handlers and observers get it alone and use only
+that interface. h2 itself is reached through the adapter (:mod:`h2stream.core.h2conn`) and h2's
+public events; nothing here looks into h2's state.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from h2.connection import ConnectionInputs
-from h2.stream import StreamInputs
 from hyperframe.frame import GoAwayFrame
 
 from h2stream.config import Config
 from h2stream.core import requestid
+from h2stream.core.exchange import (
+    TEXT_PLAIN,
+    Cancellable,
+    ExchangeObserver,
+    Handler,
+    Headers,
+    RequestBodySink,
+    ResetCode,
+)
 from h2stream.core.frames import headers_header
 from h2stream.core.framing import Body, BytesBody, FrameSink
-from h2stream.core.h2conn import IndexedFastDecoder, ResponseHeaderEncoder, ServerConnection
-from h2stream.core.limits import (
-    BUDGET,
-    FloodLimits,
-    LimitedFrameBuffer,
-    limit_event,
-    note_protocol_error,
-)
+from h2stream.core.h2conn import ResponseHeaderEncoder, ServerConnection, StreamHandle
+from h2stream.core.limits import WorkerBudget, limit_event, note_protocol_error
 from h2stream.core.stats import STATS
 from h2stream.core.validation import request_problem, trailers_problem
 
@@ -51,27 +54,21 @@ SERVER_NAME = b"h2stream"
 # The opaque data of the PING that follows the first GOAWAY of a graceful close.
 SHUTDOWN_PING = b"h2s-gone"
 
-_H2_CONFIG = h2.config.H2Configuration(
-    client_side=False,
-    # Speed on what we generate: our own headers are already lowercase bytes.
-    header_encoding=None,
-    validate_outbound_headers=False,
-    normalize_outbound_headers=False,
-    # Never trust the peer: inbound headers are validated, by validation.py in one pass
-    # (a malformed request is then a stream error, as RFC 9113 section 8.1.1 asks).
-    validate_inbound_headers=False,
-    normalize_inbound_headers=False,
-)
+# The codes of RST_STREAM and GOAWAY: the exchange's names are HTTP/2's numbers.
+_H2_CODES = {code: h2.errors.ErrorCodes(code.value) for code in ResetCode}
 
 
 class StreamState:
-    """Our side of one request/response exchange (h2 keeps the protocol state).
+    """One request/response exchange on the connection: the HTTP/2 side of
+    :class:`~h2stream.core.exchange.Exchange` (and of its record, read by observers).
 
     Besides scheduling state it records what logs and metrics report when the stream ends:
-    status, body bytes actually framed, how they left, and a reset code if any.
+    status, body bytes actually framed, how they left, and a reset code if any. h2 keeps the
+    protocol state; ``h2_stream`` is h2's stream object, handed to the adapter's methods.
     """
 
     __slots__ = (
+        "_session",
         "blocked",
         "blocked_since",
         "body",
@@ -94,14 +91,18 @@ class StreamState:
         "task",
     )
 
+    http_version = "2"
+
     def __init__(
         self,
+        session: Session,
         stream_id: int,
-        h2_stream: Any,
+        h2_stream: StreamHandle,
         method: bytes,
         path: bytes,
-        headers: list[tuple[bytes, bytes]],
+        headers: Headers,
     ) -> None:
+        self._session = session
         self.stream_id = stream_id
         self.h2_stream = h2_stream
         self.method = method
@@ -115,11 +116,13 @@ class StreamState:
         self.blocked = False
         # When it was parked (time.monotonic()): the wait is counted when the window opens.
         self.blocked_since = 0.0
+        # The whole request has been handed on (see Exchange.request_ended): set when its
+        # END_STREAM event is dispatched, which may come after h2 has seen it.
         self.request_ended = False
-        # Set by an application that reads the request body (else DATA is drained).
+        # Set by a handler that reads the request body (else DATA is drained).
         self.request_body: RequestBodySink | None = None
-        # The application's task serving this stream, cancelled if the stream dies.
-        self.task: asyncio.Task[None] | None = None
+        # The handler's task serving this stream, cancelled if the stream dies.
+        self.task: Cancellable | None = None
         self.request_id = ""
         self.status = 0
         self.bytes_sent = 0
@@ -129,17 +132,72 @@ class StreamState:
         self.started = time.monotonic()
         self.first_byte_at = 0.0
 
+    # -- the exchange: the request ---------------------------------------------------------
 
-class RequestBodySink(Protocol):
-    """Where an application's request body reader takes DATA (see :mod:`h2stream.handlers.app`)."""
+    @property
+    def open(self) -> bool:
+        return self._session.streams.get(self.stream_id) is self
 
-    def feed(self, data: bytes, flow_controlled_length: int) -> None: ...
+    @property
+    def peer(self) -> str:
+        return self._session.peer
 
-    def end(self, error: BaseException | None = None) -> None: ...
+    @property
+    def tls(self) -> bool:
+        return self._session.tls
 
+    def read_body(self, sink: RequestBodySink) -> None:
+        if self.request_ended:
+            sink.end()
+        elif not self.open:
+            sink.end(ConnectionResetError("stream reset"))  # as _forget tells a reader
+        else:
+            self.request_body = sink
 
-Handler = Callable[["Session", StreamState, list[tuple[bytes, bytes]]], None]
-StreamObserver = Callable[["Session", StreamState], None]
+    def consumed(self, length: int) -> None:
+        self._session.return_credit(self.stream_id, length)
+
+    # -- the exchange: the answer ----------------------------------------------------------
+
+    def respond(self, status: int, headers: Headers, body: Body | None) -> None:
+        self._session.respond(self, status, headers, body)
+
+    def respond_bytes(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes = TEXT_PLAIN,
+        extra: Headers | None = None,
+        head: bool = False,
+    ) -> None:
+        self._session.respond_bytes(self, status, body, content_type, extra, head)
+
+    def answer_and_stop(self, status: int, message: bytes, extra: Headers | None = None) -> None:
+        """A complete response; then, if the client is still uploading, RST_STREAM(NO_ERROR).
+
+        RFC 9113 section 8.1: after a complete response the server may ask the client to stop
+        sending with NO_ERROR. With an upload in flight the response is headers-only
+        (END_STREAM on the HEADERS frame), so the reset cannot cut a body that is still
+        queued. "Still uploading" is h2's view (END_STREAM seen, maybe in a read whose events
+        are still being dispatched), not only what has been dispatched.
+        """
+        session = self._session
+        if self.request_ended or session.conn.remote_closed(self.h2_stream):
+            session.respond_bytes(self, status, message, extra=extra)
+            return
+        session.respond(self, status, [(b"content-length", b"0"), *(extra or ())], None)
+        session.reset(self.stream_id, ResetCode.NO_ERROR)
+
+    def reset(self, code: ResetCode) -> None:
+        self._session.reset(self.stream_id, code)
+
+    def body_ready(self) -> None:
+        session = self._session
+        session.schedule(self)
+        session.wake()
+
+    def wake(self) -> None:
+        self._session.wake()
 
 
 class _DateCache:
@@ -172,43 +230,26 @@ class Session:
         handler: Handler,
         on_close: Callable[[], None],
         wake: Callable[[], None] | None = None,
-        on_stream_end: StreamObserver | None = None,
+        on_stream_end: ExchangeObserver | None = None,
+        *,
+        budget: WorkerBudget | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
+        # The worker's fd budget (its server's context); a session alone (tests) has no cap.
+        self._budget = budget if budget is not None else WorkerBudget()
         self._handler = handler
         self._on_close = on_close
         # Asks the I/O layer for a pump() soon: used when output appears outside receive().
         self.wake = wake or (lambda: None)
         self._on_stream_end = on_stream_end
-        self.conn = ServerConnection(config=_H2_CONFIG)
-        # Flood budgets and header-block caps (issue 6, limits.py).
-        self.conn.install_limits(
-            FloodLimits(config),
-            LimitedFrameBuffer(config.max_header_block_size, config.max_header_block_frames),
-        )
-        # hpack enforces the decoded size from the start, not only once our SETTINGS are acked.
-        self.conn.decoder.max_header_list_size = config.max_header_list_size
+        # Our SETTINGS, flood budgets and header-block caps (limits.py), from the start.
+        self.conn = ServerConnection.for_config(config)
         # Lifetime cap: the stream id at which GOAWAY rotates the connection (client ids are
         # odd, so stream N is request (N + 1) / 2); one compare per request.
         cap = config.max_requests_per_connection
         self._rotate_at = 2 * cap - 1 if cap else 1 << 32
         self._headers = ResponseHeaderEncoder(self.conn.encoder)
-        self.conn.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: config.max_concurrent_streams,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: config.max_header_list_size,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: config.initial_window_size,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: config.max_frame_size,
-            },
-        )
-        # h2 reads these from its settings only at construction or on a change it made
-        # itself: applied here so the advertised values are the enforced ones.
-        self.conn.decoder.__class__ = IndexedFastDecoder
-        self.conn.decoder.max_header_list_size = config.max_header_list_size
-        self.conn.max_inbound_frame_size = config.max_frame_size
-        self.conn.incoming_buffer.max_frame_size = config.max_frame_size
         self.streams: dict[int, StreamState] = {}
         # Streams with body bytes and stream window to send, served round-robin.
         self._ready: collections.deque[StreamState] = collections.deque()
@@ -236,6 +277,22 @@ class Session:
         self.peer = "-"
         self.tls = False
 
+    # -- what the I/O layer's timeouts read ------------------------------------------------
+
+    @property
+    def highest_stream_id(self) -> int:
+        """The highest stream id the peer has opened (grows with every new request)."""
+        return self.conn.highest_inbound_stream_id
+
+    @property
+    def connection_window(self) -> int:
+        """The peer's connection-level send window for us."""
+        return self.conn.outbound_flow_control_window
+
+    def header_block_pending(self) -> bool:
+        """Whether the peer is part-way through a header block."""
+        return self.conn.header_block_pending()
+
     # -- start ---------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -243,9 +300,7 @@ class Session:
         self._grow_connection_window()
         self.flush()
 
-    def start_upgraded(
-        self, settings_header: bytes, method: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> None:
+    def start_upgraded(self, settings_header: bytes, method: bytes, headers: Headers) -> None:
         """Take over an ``Upgrade: h2c`` request as stream 1 (RFC 7540 section 3.2)."""
         self.conn.initiate_upgrade_connection(settings_header)
         self._grow_connection_window()
@@ -271,14 +326,14 @@ class Session:
         try:
             requests = self.conn.receive_requests(data)
             if requests is not None:
-                # Only complete bodiless requests arrived (see h2conn.py).
+                # Only complete bodiless requests arrived (see h2conn.connection).
                 for stream_id, headers in requests:
                     self._request_received(stream_id, headers, True)
                     self._request_ended(stream_id)
                 return self.pump()
             grown = self.conn.receive_window_updates(data)
             if grown is not None:
-                # Flow control binding: only window updates arrived (see h2conn.py).
+                # Flow control binding: only window updates arrived (see h2conn.connection).
                 for stream_id in grown:
                     if stream_id:
                         self._window_grew(stream_id)
@@ -305,12 +360,10 @@ class Session:
     def _on_request(self, event: h2.events.RequestReceived) -> None:
         self._request_received(event.stream_id, event.headers or [], event.stream_ended is not None)
 
-    def _request_received(
-        self, stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool
-    ) -> None:
+    def _request_received(self, stream_id: int, headers: Headers, ended: bool) -> None:
         if self.goaway_sent and stream_id > self._last_stream_id:
             # Streams opened after our GOAWAY are refused: the client may retry them elsewhere.
-            self.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self.reset(stream_id, ResetCode.REFUSED_STREAM)
             return
         self._last_stream_id = max(self._last_stream_id, stream_id)
         self._open_stream(stream_id, headers, ended)
@@ -319,30 +372,28 @@ class Session:
             limit_event("requests_per_connection")
             self.shutdown(stream_id)
 
-    def _open_stream(
-        self, stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool
-    ) -> StreamState | None:
+    def _open_stream(self, stream_id: int, headers: Headers, ended: bool) -> StreamState | None:
         """``ended``: END_STREAM came on the HEADERS (known to the handler before it runs; h2's
         stream state may already reflect DATA frames of the same read, so it cannot tell)."""
-        h2_stream = self.conn.streams.get(stream_id)
-        if h2_stream is None or h2_stream.closed:
+        h2_stream = self.conn.live_stream(stream_id)
+        if h2_stream is None:
             # Reset by the peer in the same read that opened it: never dispatched.
             return None
         problem = request_problem(headers)
         if problem is not None:
             log.debug("stream %d: malformed request: %s", stream_id, problem)
-            self.reset(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self.reset(stream_id, ResetCode.PROTOCOL_ERROR)
             return None
         if len(self.streams) >= self.config.max_concurrent_streams:
             # RFC 9113 section 5.1.2: refuse the stream, keep the connection.
             limit_event("refused_stream")
-            self.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self.reset(stream_id, ResetCode.REFUSED_STREAM)
             return None
-        if STATS.streams_active >= BUDGET.streams:
+        if STATS.streams_active >= self._budget.streams:
             # The worker's fd budget (limits.WorkerBudget): a stream may hold a file; refuse it
             # (the client may retry) rather than let accept() or open() meet EMFILE.
             limit_event("fd_budget")
-            self.reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self.reset(stream_id, ResetCode.REFUSED_STREAM)
             return None
         method = path = b""
         for name, value in headers:
@@ -352,13 +403,13 @@ class Session:
                 path = value
             elif not name.startswith(b":"):
                 break
-        stream = StreamState(stream_id, h2_stream, method, path, headers)
+        stream = StreamState(self, stream_id, h2_stream, method, path, headers)
         stream.request_ended = ended
         stream.request_id = self._request_id(headers)
         self.streams[stream_id] = stream
         STATS.streams_active += 1
         STATS.streams_total += 1
-        self._handler(self, stream, headers)
+        self._handler(stream)
         return stream
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
@@ -377,14 +428,14 @@ class Session:
         if length and not self.closed:
             with contextlib.suppress(h2.exceptions.StreamClosedError):
                 self.conn.acknowledge_received_data(length, stream_id)
-            if self.conn._data_to_send:
+            if self.conn.has_output():
                 self.wake()
 
     def _on_trailers(self, event: h2.events.TrailersReceived) -> None:
         problem = trailers_problem(event.headers or [])
         if problem is not None:
             log.debug("stream %d: malformed trailers: %s", event.stream_id, problem)
-            self.reset(event.stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self.reset(event.stream_id, ResetCode.PROTOCOL_ERROR)
 
     def _on_stream_ended(self, event: h2.events.StreamEnded) -> None:
         self._request_ended(event.stream_id)
@@ -427,8 +478,9 @@ class Session:
     def _on_settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
         if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
             # h2 has moved every stream's window by the delta: wake those with credit now.
+            window = self.conn.stream_window
             for stream in self.streams.values():
-                if stream.blocked and stream.h2_stream.outbound_flow_control_window > 0:
+                if stream.blocked and window(stream.h2_stream) > 0:
                     stream.blocked = False
                     STATS.flow_control_stall_seconds += time.monotonic() - stream.blocked_since
                     self.schedule(stream)
@@ -447,7 +499,7 @@ class Session:
         self,
         stream: StreamState,
         status: int,
-        headers: list[tuple[bytes, bytes]],
+        headers: Headers,
         body: Body | None,
     ) -> None:
         """Send response headers; a non-empty body is scheduled under flow control."""
@@ -495,9 +547,7 @@ class Session:
         stream.queued = True
         self._ready.append(stream)
 
-    def _send_headers(
-        self, stream: StreamState, fields: list[tuple[bytes, bytes]], end: bool
-    ) -> None:
+    def _send_headers(self, stream: StreamState, fields: Headers, end: bool) -> None:
         """h2's send_headers without its HPACK encoder: same state transitions, our block."""
         block = self._headers.encode(fields)
         conn = self.conn
@@ -505,11 +555,7 @@ class Session:
             # Needs CONTINUATION frames: rare enough to leave to h2.
             conn.send_headers(stream.stream_id, fields, end_stream=end)
             return
-        machine = stream.h2_stream.state_machine
-        machine.process_input(StreamInputs.SEND_HEADERS)
-        conn.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
-        if end:
-            machine.process_input(StreamInputs.SEND_END_STREAM)
+        conn.headers_sent(stream.h2_stream, end)
         block = self._headers.table_update() + block
         self.flush()
         self.sink.write(headers_header(len(block), stream.stream_id, end) + block)
@@ -519,8 +565,8 @@ class Session:
         stream: StreamState,
         status: int,
         body: bytes,
-        content_type: bytes = b"text/plain; charset=utf-8",
-        extra: list[tuple[bytes, bytes]] | None = None,
+        content_type: bytes = TEXT_PLAIN,
+        extra: Headers | None = None,
         head: bool = False,
     ) -> None:
         headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
@@ -528,9 +574,9 @@ class Session:
             headers.extend(extra)
         self.respond(stream, status, headers, None if head or not body else BytesBody(body))
 
-    def reset(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
+    def reset(self, stream_id: int, code: ResetCode) -> None:
         with contextlib.suppress(h2.exceptions.StreamClosedError):
-            self.conn.reset_stream(stream_id, code)
+            self.conn.reset_stream(stream_id, _H2_CODES[code])
         STATS.rst_sent += 1
         codes = STATS.rst_sent_codes
         codes[int(code)] = codes.get(int(code), 0) + 1
@@ -543,8 +589,9 @@ class Session:
 
     def flush(self) -> None:
         """Move whatever h2 has queued (control frames, HEADERS) into the sink, in order."""
-        if self.conn._data_to_send:  # private, but avoids a bytes copy per call when empty
-            self.sink.write(self.conn.data_to_send())
+        conn = self.conn
+        if conn.has_output():  # data_to_send() would copy even nothing
+            self.sink.write(conn.data_to_send())
 
     def pump(self) -> bool:
         """Hand the sink DATA frames while windows, the sink and the turn quantum allow.
@@ -563,6 +610,7 @@ class Session:
         turn = self.config.stream_turn_bytes
         solo = max(turn, sink.solo_run)
         flood = conn.flood
+        stream_window, data_sent = conn.stream_window, conn.data_sent
         # Zero-copy or copy (README "Zero-copy or copy", measured): frames under
         # zero_copy_min_frame go by the copy path; a run the window cut short is written frame
         # by frame, so the peer reads the first while the next is written, any other run in
@@ -580,14 +628,15 @@ class Session:
             h2_stream = stream.h2_stream
             # Alone in the queue, a stream may use a larger run (fewer turns, bigger writes);
             # with company, the fairness quantum applies.
-            window = min(h2_stream.outbound_flow_control_window, conn_window)
+            stream_left = stream_window(h2_stream)
+            window = min(stream_left, conn_window)
             quantum = turn if ready else solo
             allowed = min(window, quantum)
             sink.write_each_frame = window < quantum
             sent = body.emit(sink, stream.stream_id, allowed, max_frame)
             if sent:
-                h2_stream.outbound_flow_control_window -= sent
-                conn.outbound_flow_control_window -= sent
+                data_sent(h2_stream, sent)
+                stream_left -= sent
                 budget -= sent
                 if not stream.bytes_sent:
                     stream.first_byte_at = time.monotonic()
@@ -597,13 +646,13 @@ class Session:
             if body.failed:
                 # The source broke mid-body (file shrank): never end it as if complete.
                 log.warning("stream %d: body source failed, resetting", stream.stream_id)
-                self.reset(stream.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+                self.reset(stream.stream_id, ResetCode.INTERNAL_ERROR)
                 self.flush()
             elif body.done:
                 self._end_body(stream, body)
             elif not body.ready:
                 pass  # waits for its producer, which calls schedule()
-            elif h2_stream.outbound_flow_control_window <= 0:
+            elif stream_left <= 0:
                 stream.blocked = True
                 stream.blocked_since = time.monotonic()
                 STATS.flow_control_stalls += 1
@@ -626,9 +675,7 @@ class Session:
             self.conn.send_headers(stream.stream_id, trailers, end_stream=True)
             self.flush()
         else:
-            machine = stream.h2_stream.state_machine
-            machine.process_input(StreamInputs.SEND_DATA)
-            machine.process_input(StreamInputs.SEND_END_STREAM)
+            self.conn.end_stream_sent(stream.h2_stream)
         self._finish(stream)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -661,7 +708,7 @@ class Session:
             # The handler sees the cancellation at its next await.
             task.cancel()
         if self._on_stream_end is not None:
-            self._on_stream_end(self, stream)
+            self._on_stream_end(stream)
 
     def shutdown(self, last_stream_id: int | None = None) -> None:
         """Graceful close: GOAWAY(NO_ERROR) naming the last stream we will answer (by default
@@ -713,7 +760,7 @@ class Session:
         if self.shutdown_announced and event.ping_data == SHUTDOWN_PING:
             self.shutdown()
 
-    def close_with(self, code: h2.errors.ErrorCodes) -> None:
+    def close_with(self, code: ResetCode) -> None:
         """Connection error found outside a read (a timeout): GOAWAY(code), then close."""
         if self.closed:
             return
@@ -723,7 +770,7 @@ class Session:
         codes[int(code)] = codes.get(int(code), 0) + 1
         # h2 refuses a second GOAWAY after the peer's own; then there is nothing to tell it.
         with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.conn.close_connection(code)
+            self.conn.close_connection(_H2_CODES[code])
         self._close()
 
     def _close(self) -> None:
@@ -738,7 +785,7 @@ class Session:
         for stream in list(self.streams.values()):
             if stream.reset_code is None:
                 # Interrupted: logged as cancelled, and its handler task is cancelled.
-                stream.reset_code = int(h2.errors.ErrorCodes.CANCEL)
+                stream.reset_code = int(ResetCode.CANCEL)
             self._forget(stream.stream_id)
         self._ready.clear()
 

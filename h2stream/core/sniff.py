@@ -37,6 +37,10 @@ class BadRequest(Exception):
     """The bytes are not an HTTP/1.1 request head we can read."""
 
 
+class HeadTooLarge(BadRequest):
+    """The request head did not end within MAX_HEAD_BYTES (answered 431, not 400)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Http1Request:
     method: bytes
@@ -79,7 +83,7 @@ def parse_head(data: bytes) -> tuple[Http1Request, int] | None:
     end = data.find(b"\r\n\r\n")
     if end < 0:
         if len(data) > MAX_HEAD_BYTES:
-            raise BadRequest("request head too large")
+            raise HeadTooLarge("request head too large")
         if _hopeless(data):
             raise BadRequest("not an HTTP request")
         return None

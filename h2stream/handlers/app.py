@@ -14,10 +14,13 @@ upload is ever held. A body over the limit gets 413 (before any of it is read wh
 Responses of compressible types are compressed when the client accepts it (see
 :mod:`h2stream.body.encoding`), chunk by chunk as the window opens.
 
-Errors: a handler that raises before the response headers gives 500, after them
-RST_STREAM(INTERNAL_ERROR); both log a line with the request id. A client that resets the
-stream (or drops the connection) cancels the handler: it sees ``CancelledError`` at its next
+Errors: a handler that raises before the response headers gives 500, after them a reset
+(HTTP/2: RST_STREAM(INTERNAL_ERROR)); both log a line with the request id. A client that resets
+the stream (or drops the connection) cancels the handler: it sees ``CancelledError`` at its next
 await.
+
+Everything here speaks only the exchange interface (:mod:`h2stream.core.exchange`), so the same
+App serves any protocol that implements it.
 
 Files of a directory need no handler and no Task: :class:`App` falls through to a
 :class:`~h2stream.handlers.static.StaticFiles` handler for paths no route matches.
@@ -32,11 +35,8 @@ import os
 import stat
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from urllib.parse import parse_qsl, unquote
-
-import h2.errors
-from h2.stream import StreamState as H2StreamState
 
 from h2stream.body.bodies import ChunkBody, FileBody
 from h2stream.body.encoding import (
@@ -47,13 +47,11 @@ from h2stream.body.encoding import (
     encoded_headers,
 )
 from h2stream.body.sources import FileSource, MemorySource
+from h2stream.config import Config
 from h2stream.core import requestid
+from h2stream.core.exchange import Exchange, Handler, Headers, ResetCode
 from h2stream.core.framing import Body, BytesBody
-from h2stream.core.session import Handler, Session, StreamState
 from h2stream.core.stats import STATS
-
-if TYPE_CHECKING:
-    from h2stream.config import Config
 
 log = logging.getLogger("h2stream.app")
 
@@ -104,18 +102,9 @@ def _to_bytes(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode("latin-1")
 
 
-def encode_headers(headers: HeaderList) -> list[tuple[bytes, bytes]]:
-    """Lowercase names, bytes everywhere: what the session sends as is."""
+def encode_headers(headers: HeaderList) -> Headers:
+    """Lowercase names, bytes everywhere: what the exchange sends as is."""
     return [(_to_bytes(name).lower(), _to_bytes(value)) for name, value in headers]
-
-
-def _remote_closed(stream: StreamState) -> bool:
-    """The client has finished sending (h2 has seen END_STREAM, maybe in a read whose events
-    are still being dispatched): no RST_STREAM is needed to stop an upload."""
-    if stream.request_ended:
-        return True
-    state = stream.h2_stream.state_machine.state
-    return state in (H2StreamState.HALF_CLOSED_REMOTE, H2StreamState.CLOSED)
 
 
 class RequestBody:
@@ -125,11 +114,8 @@ class RequestBody:
     slow handler slows the client instead of filling memory.
     """
 
-    def __init__(
-        self, session: Session, stream_id: int, limit: int, on_too_large: Callable[[], None]
-    ) -> None:
-        self._session = session
-        self._stream_id = stream_id
+    def __init__(self, exchange: Exchange, limit: int, on_too_large: Callable[[], None]) -> None:
+        self._exchange = exchange
         self._chunks: collections.deque[tuple[bytes, int]] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False
@@ -140,15 +126,15 @@ class RequestBody:
         # Bytes received but not yet read by the handler (what the server holds).
         self.buffered = 0
 
-    # RequestBodySink, called by the session
+    # RequestBodySink, called by the protocol
     def feed(self, data: bytes, flow_controlled_length: int) -> None:
         if self._error is not None or self._ended:
             # Nobody will read it: the credit goes straight back.
-            self._session.return_credit(self._stream_id, flow_controlled_length)
+            self._exchange.consumed(flow_controlled_length)
             return
         self.received += len(data)
         if self.received > self._limit:
-            self._session.return_credit(self._stream_id, flow_controlled_length)
+            self._exchange.consumed(flow_controlled_length)
             self._fail(PayloadTooLarge(f"request body over {self._limit} bytes"))
             self._on_too_large()
             return
@@ -171,7 +157,7 @@ class RequestBody:
         self._chunks.clear()
         self.buffered = 0
         if credit:
-            self._session.return_credit(self._stream_id, credit)
+            self._exchange.consumed(credit)
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -189,47 +175,44 @@ class RequestBody:
             await self._waiter
         data, credit = self._chunks.popleft()
         self.buffered -= len(data)
-        self._session.return_credit(self._stream_id, credit)
+        self._exchange.consumed(credit)
         return data
 
 
 class Request:
     """What a handler sees of one request."""
 
-    def __init__(self, app: App, session: Session, stream: StreamState, body_limit: int) -> None:
+    def __init__(self, app: App, exchange: Exchange, body_limit: int) -> None:
         self._app = app
-        self._session = session
-        self._stream = stream
-        self.stream_id = stream.stream_id
-        self.method = stream.method.decode("latin-1")
-        raw_path = stream.path.decode("latin-1")
+        self._exchange = exchange
+        self.stream_id = exchange.stream_id
+        self.method = exchange.method.decode("latin-1")
+        raw_path = exchange.path.decode("latin-1")
         path, _, self.query = raw_path.partition("?")
         self.raw_path = raw_path
         self.path = unquote(path)
         self.headers: list[tuple[str, str]] = [
             (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in stream.headers
+            for name, value in exchange.headers
             if not name.startswith(b":")
         ]
         self.authority = next(
-            (v.decode("latin-1") for n, v in stream.headers if n == b":authority"), ""
+            (v.decode("latin-1") for n, v in exchange.headers if n == b":authority"), ""
         )
         self._accept_encoding = next(
-            (v for n, v in stream.headers if n == b"accept-encoding"), None
+            (v for n, v in exchange.headers if n == b"accept-encoding"), None
         )
-        self._body = RequestBody(session, stream.stream_id, body_limit, self._too_large)
+        self._body = RequestBody(exchange, body_limit, self._too_large)
         self._response: ResponseStream | None = None
-        # True once a one-shot response (bytes or a file) has been handed to the session.
+        # True once a one-shot response (bytes or a file) has been handed to the exchange.
         self._answered = False
-        if stream.request_ended:
-            self._body.end()
-        else:
-            stream.request_body = self._body
+        # A request that has already ended gets its end() from read_body at once.
+        exchange.read_body(self._body)
 
     @property
     def request_id(self) -> str:
         """The client's x-request-id (or traceparent id), or ours when the access log is on."""
-        return self._stream.request_id
+        return self._exchange.request_id
 
     @property
     def args(self) -> dict[str, str]:
@@ -297,9 +280,10 @@ class Request:
             body = ChunkBody()
         else:
             body = CompressedChunkBody(self._policy().encoder(coding))
-        self._response = ResponseStream(self._session, self._stream, body)
-        self._session.respond(self._stream, status, fields, body)
-        self._session.wake()
+        exchange = self._exchange
+        self._response = ResponseStream(exchange, body)
+        exchange.respond(status, fields, body)
+        exchange.wake()
         return self._response
 
     # -- negotiation ---------------------------------------------------------------------
@@ -315,7 +299,7 @@ class Request:
     def _coding(
         self,
         status: int,
-        fields: list[tuple[bytes, bytes]],
+        fields: Headers,
         compress: bool | None,
         size: int | None,
     ) -> str | None:
@@ -342,17 +326,17 @@ class Request:
     def _too_large(self) -> None:
         """The body crossed the limit while arriving: answer now, stop the upload."""
         STATS.request_body_too_large += 1
-        session, stream = self._session, self._stream
-        if stream.stream_id not in session.streams:
+        exchange = self._exchange
+        if not exchange.open:
             return
         if self.started:
-            session.reset(stream.stream_id, h2.errors.ErrorCodes.CANCEL)
+            exchange.reset(ResetCode.CANCEL)
             return
         self._answered = True
-        answer_and_stop(session, stream, 413, b"payload too large\n")
-        session.wake()
+        exchange.answer_and_stop(413, b"payload too large\n")
+        exchange.wake()
         # The handler has nothing left to do: it sees the cancellation at its next await.
-        task = stream.task
+        task = exchange.task
         if task is not None and not task.done():
             task.cancel()
 
@@ -363,21 +347,15 @@ class _PushBody(Protocol):
         data: bytes | bytearray | memoryview,
         waiter: asyncio.Future[None],
         end: bool,
-        trailers: list[tuple[bytes, bytes]] | None = None,
+        trailers: Headers | None = None,
     ) -> None: ...
 
 
 class ResponseStream:
     """The body side of a started response. Each send returns once its bytes are framed."""
 
-    def __init__(
-        self,
-        session: Session,
-        stream: StreamState,
-        body: ChunkBody | CompressedChunkBody | None,
-    ) -> None:
-        self._session = session
-        self._stream = stream
+    def __init__(self, exchange: Exchange, body: ChunkBody | CompressedChunkBody | None) -> None:
+        self._exchange = exchange
         # None for a response without a body (HEAD): sends are accepted and discarded.
         self._body = body
         self.ended = False
@@ -399,21 +377,22 @@ class ResponseStream:
         self,
         chunk: bytes | bytearray | memoryview,
         end: bool,
-        trailers: list[tuple[bytes, bytes]] | None,
+        trailers: Headers | None,
     ) -> None:
         body: _PushBody | None = self._body
         if body is None:
             self.ended = end
             return
-        if self._stream.body is not body:
-            raise StreamClosed(f"stream {self._stream.stream_id} is closed")
+        exchange = self._exchange
+        # Not open: reset, or the connection lost; the body was dropped with the exchange.
+        if not exchange.open:
+            raise StreamClosed(f"stream {exchange.stream_id} is closed")
         if not chunk and not end:
             return
         self.ended = end
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         body.put(chunk, waiter, end, trailers)
-        self._session.schedule(self._stream)
-        self._session.wake()
+        exchange.body_ready()
         try:
             await waiter
         except ConnectionResetError as exc:
@@ -505,44 +484,42 @@ class App:
                 return candidate
         return None
 
-    # The session handler: synchronous dispatch, a Task only for application routes.
-    def __call__(
-        self, session: Session, stream: StreamState, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        raw = stream.path
+    # The exchange handler: synchronous dispatch, a Task only for application routes.
+    def __call__(self, exchange: Exchange) -> None:
+        raw = exchange.path
         query = raw.find(b"?")
         path = unquote((raw if query < 0 else raw[:query]).decode("latin-1"))
         route = self.match(path)
         if route is None:
             if self.fallback is not None:
-                self.fallback(session, stream, headers)
+                self.fallback(exchange)
             else:
-                session.respond_bytes(stream, 404, b"not found\n", head=stream.method == b"HEAD")
+                exchange.respond_bytes(404, b"not found\n", head=exchange.method == b"HEAD")
             return
-        if stream.method.decode("latin-1") not in route.methods:
+        if exchange.method.decode("latin-1") not in route.methods:
             allow = ", ".join(sorted(route.methods)).encode()
             # A body sent along is drained (its credit goes straight back), not reset: some
             # clients (httpx) drop a complete response that RST_STREAM(NO_ERROR) follows.
-            session.respond_bytes(stream, 405, b"method not allowed\n", extra=[(b"allow", allow)])
+            exchange.respond_bytes(405, b"method not allowed\n", extra=[(b"allow", allow)])
             return
         limit = route.max_body
         if limit is None:
             limit = self.body_limit if self.body_limit is not None else DEFAULT_BODY_LIMIT
-        declared = _declared_length(headers)
+        declared = _declared_length(exchange.headers)
         if declared is not None and declared > limit:
             # Before reading a byte, and before any Task exists.
             STATS.request_body_too_large += 1
-            answer_and_stop(session, stream, 413, b"payload too large\n")
+            exchange.answer_and_stop(413, b"payload too large\n")
             return
-        request = Request(self, session, stream, limit)
-        task = asyncio.get_running_loop().create_task(self._run(route.handler, request, session))
-        stream.task = task
+        request = Request(self, exchange, limit)
+        task = asyncio.get_running_loop().create_task(self._run(route.handler, request))
+        exchange.task = task
         # A reference until done: the loop keeps only weak ones.
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, handler: RouteHandler, request: Request, session: Session) -> None:
-        stream = request._stream
+    async def _run(self, handler: RouteHandler, request: Request) -> None:
+        exchange = request._exchange
         try:
             result = await handler(request)
             if result is not None:
@@ -554,23 +531,23 @@ class App:
         except (asyncio.CancelledError, StreamClosed):
             pass  # the client went away (or the body limit answered): nothing to answer
         except PayloadTooLarge:
-            _fail(session, request, 413, h2.errors.ErrorCodes.CANCEL)
+            _fail(request, 413, ResetCode.CANCEL)
         except NotAcceptable:
-            _fail(session, request, 406, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            _fail(request, 406, ResetCode.INTERNAL_ERROR)
         except Exception:
-            if not stream.request_id:
-                # The id the 500 carries (session adds x-request-id) and the log line names.
-                stream.request_id = requestid.generate()
+            if not exchange.request_id:
+                # The id the 500 carries (respond adds x-request-id) and the log line names.
+                exchange.request_id = requestid.generate()
             log.exception(
                 "handler failed: request_id=%s stream=%d %s %s",
-                stream.request_id,
-                stream.stream_id,
+                exchange.request_id,
+                exchange.stream_id,
                 request.method,
                 request.raw_path,
             )
-            _fail(session, request, 500, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            _fail(request, 500, ResetCode.INTERNAL_ERROR)
         finally:
-            session.wake()
+            exchange.wake()
 
 
 _MESSAGES = {
@@ -580,36 +557,16 @@ _MESSAGES = {
 }
 
 
-def _fail(session: Session, request: Request, status: int, code: h2.errors.ErrorCodes) -> None:
-    """Before the headers: an error status. After: RST_STREAM (the body is broken)."""
-    stream = request._stream
-    if stream.stream_id not in session.streams:
+def _fail(request: Request, status: int, code: ResetCode) -> None:
+    """Before the headers: an error status. After: a reset (the body is broken)."""
+    exchange = request._exchange
+    if not exchange.open:
         return
     if not request.started:
         extra = [VARY] if status == 406 else None
-        answer_and_stop(session, stream, status, _MESSAGES.get(status, b"error\n"), extra)
+        exchange.answer_and_stop(status, _MESSAGES.get(status, b"error\n"), extra)
     else:
-        session.reset(stream.stream_id, code)
-
-
-def answer_and_stop(
-    session: Session,
-    stream: StreamState,
-    status: int,
-    message: bytes,
-    extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    """A complete response; then, if the client is still uploading, RST_STREAM(NO_ERROR).
-
-    RFC 9113 section 8.1: after a complete response the server may ask the client to stop
-    sending with NO_ERROR. With an upload in flight the response is headers-only (END_STREAM
-    on the HEADERS frame), so the reset cannot cut a body that is still queued.
-    """
-    if _remote_closed(stream):
-        session.respond_bytes(stream, status, message, extra=extra)
-        return
-    session.respond(stream, status, [(b"content-length", b"0"), *(extra or ())], None)
-    session.reset(stream.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        exchange.reset(code)
 
 
 def _declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
@@ -621,7 +578,7 @@ def _declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
 
 async def send_response(request: Request, response: Response) -> None:
     """Send a returned :class:`Response` with the body path that fits it."""
-    session, stream = request._session, request._stream
+    exchange = request._exchange
     fields = encode_headers(response.headers)
     if response.content_type is not None:
         fields.append((b"content-type", response.content_type.encode()))
@@ -645,8 +602,8 @@ async def send_response(request: Request, response: Response) -> None:
             elif not head and data:
                 one_shot = BytesBody(data)
             request._answered = True
-            session.respond(stream, response.status, fields, one_shot)
-            session.wake()
+            exchange.respond(response.status, fields, one_shot)
+            exchange.wake()
             return
         out = request.start_response(response.status, fields, compress=coding is not None)
         if not head:
@@ -672,12 +629,12 @@ async def send_response(request: Request, response: Response) -> None:
 def _send_file(
     request: Request,
     status: int,
-    fields: list[tuple[bytes, bytes]],
+    fields: Headers,
     spec: FileResponse,
     head: bool,
     compress: bool | None,
 ) -> None:
-    session, stream = request._session, request._stream
+    exchange = request._exchange
     fd = spec.fd if spec.fd is not None else os.open(spec.path or "", os.O_RDONLY | os.O_CLOEXEC)
     try:
         info = os.fstat(fd)
@@ -701,15 +658,15 @@ def _send_file(
         else:
             encoder = request._policy().encoder(coding, length)
             body = CompressedBody(FileSource(fd, spec.offset, length, closer), encoder)
-        session.respond(stream, status, fields, body)
+        exchange.respond(status, fields, body)
     else:
         fields.append((b"content-length", b"%d" % length))
         if head or length == 0:
             closer.close()
-            session.respond(stream, status, fields, None)
+            exchange.respond(status, fields, None)
         else:
-            session.respond(stream, status, fields, FileBody(fd, spec.offset, length, closer))
-    session.wake()
+            exchange.respond(status, fields, FileBody(fd, spec.offset, length, closer))
+    exchange.wake()
 
 
 class _FdCloser:

@@ -7,9 +7,10 @@ import importlib
 import os
 import sys
 
+from h2stream.body.compressors import ZstdContexts
 from h2stream.body.encoding import EncodingPolicy
 from h2stream.config import Config
-from h2stream.core.session import Handler
+from h2stream.core.exchange import Handler
 from h2stream.handlers.app import App
 from h2stream.handlers.static import StaticFiles
 from h2stream.handlers.synthetic import BuiltinEndpoints, with_builtins
@@ -32,12 +33,19 @@ def load_app(spec: str) -> App:
     return app
 
 
-def build_handler(config: Config, app_spec: str | App | None, serve_root: bool) -> Handler:
-    """The session handler: the directory, an App in front of it, /_h2stream/ before both.
+def build_handler(
+    config: Config,
+    app_spec: str | App | None,
+    serve_root: bool,
+    zstd: ZstdContexts | None = None,
+) -> Handler:
+    """The exchange handler: the directory, an App in front of it, /_h2stream/ before both.
 
-    ``app_spec`` is ``MODULE:ATTR`` or an App already at hand (tests, embedding).
+    ``app_spec`` is ``MODULE:ATTR`` or an App already at hand (tests, embedding). ``zstd``:
+    the worker's zstd contexts (its server's context) for compressed responses to borrow;
+    without it the handler has its own.
     """
-    policy = EncodingPolicy.from_config(config)
+    policy = EncodingPolicy.from_config(config, zstd)
     handler: Handler | None = StaticFiles(config.root, policy) if serve_root else None
     if app_spec is not None:
         app = app_spec if isinstance(app_spec, App) else load_app(app_spec)

@@ -585,10 +585,10 @@ def _if_range_holds(fields: Mapping[bytes, bytes], f: OpenFile) -> bool:
 
 def _range_plan(value: bytes, f: OpenFile) -> FilePlan | None:
     """206 or 416 for a single byte range; None to ignore the field and send the whole file."""
-    spec = _parse_byte_range(value)
+    spec = parse_byte_range(value)
     if spec is None:
         return None
-    span = _satisfiable_span(spec, f.size)
+    span = satisfiable_span(spec, f.size)
     if span is None:
         headers = [(b"content-range", f"bytes */{f.size}".encode()), (b"content-length", b"0")]
         return FilePlan(416, headers, 0, 0)
@@ -605,7 +605,7 @@ def _range_plan(value: bytes, f: OpenFile) -> FilePlan | None:
     return FilePlan(206, headers, first, length)
 
 
-def _parse_byte_range(value: bytes) -> tuple[int | None, int | None] | None:
+def parse_byte_range(value: bytes) -> tuple[int | None, int | None] | None:
     """``bytes=a-b`` as (a, b), ``bytes=a-`` as (a, None), ``bytes=-n`` as (None, n).
 
     None for anything else: bad syntax, another unit, or several ranges, which we may answer
@@ -638,7 +638,7 @@ def _digits(text: bytes) -> int:
     return int(significant or b"0") if len(significant) <= 18 else _HUGE
 
 
-def _satisfiable_span(spec: tuple[int | None, int | None], size: int) -> tuple[int, int] | None:
+def satisfiable_span(spec: tuple[int | None, int | None], size: int) -> tuple[int, int] | None:
     """The inclusive (first, last) the range selects in a file of ``size``; None if none."""
     first, last = spec
     if size == 0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from h2stream.body.bodies import FileBody
 from h2stream.body.encoding import VARY, CompressedBody, EncodingPolicy, encoded_headers
 from h2stream.body.sources import FileSource
-from h2stream.core.session import Session, StreamState
+from h2stream.core.exchange import Exchange, Headers
 from h2stream.core.stats import STATS
 from h2stream.handlers.files import ALLOW, FileRoot, OpenFile, content_type_for, plan_file_response
 
@@ -27,51 +27,43 @@ _SIBLING_SUFFIX = {"zstd": b".zst", "gzip": b".gz"}
 
 
 class StaticFiles:
-    """Serves ROOT. Call it as a session handler."""
+    """Serves ROOT: an exchange handler, answering synchronously."""
 
     def __init__(self, root: str, policy: EncodingPolicy | None = None) -> None:
         self.root = FileRoot(root)
         self.policy = policy
 
-    def __call__(
-        self, session: Session, stream: StreamState, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        method = stream.method
+    def __call__(self, exchange: Exchange) -> None:
+        method = exchange.method
         head = method == b"HEAD"
         if method != b"GET" and not head:
-            session.respond_bytes(stream, 405, _REASONS[405], extra=[ALLOW])
+            exchange.respond_bytes(405, _REASONS[405], extra=[ALLOW])
             return
-        opened = self.root.open(stream.path)
+        opened = self.root.open(exchange.path)
         if not isinstance(opened, OpenFile):
-            session.respond_bytes(stream, opened, _REASONS.get(opened, b"error\n"), head=head)
+            exchange.respond_bytes(opened, _REASONS.get(opened, b"error\n"), head=head)
             return
         policy = self.policy
         if policy is not None and policy.compressible(opened.content_type):
-            self._negotiated(session, stream, headers, opened, policy)
+            self._negotiated(exchange, opened, policy)
             return
         try:
-            plan = plan_file_response(method, headers, opened)
+            plan = plan_file_response(method, exchange.headers, opened)
         except BaseException:
             opened.close()
             raise
         if plan.length == 0:
             opened.close()
-            session.respond(stream, plan.status, plan.headers, None)
+            exchange.respond(plan.status, plan.headers, None)
             return
-        session.respond(
-            stream, plan.status, plan.headers, FileBody(opened.fd, plan.offset, plan.length, opened)
+        exchange.respond(
+            plan.status, plan.headers, FileBody(opened.fd, plan.offset, plan.length, opened)
         )
 
     # -- content negotiation (compressible types only) -----------------------------------
 
-    def _negotiated(
-        self,
-        session: Session,
-        stream: StreamState,
-        headers: list[tuple[bytes, bytes]],
-        opened: OpenFile,
-        policy: EncodingPolicy,
-    ) -> None:
+    def _negotiated(self, exchange: Exchange, opened: OpenFile, policy: EncodingPolicy) -> None:
+        headers = exchange.headers
         try:
             accept = has_range = None
             for name, value in headers:
@@ -83,8 +75,8 @@ class StaticFiles:
             refuses_identity = policy.refuses_identity(accept)
             if coding == "":
                 opened.close()
-                session.respond_bytes(
-                    stream, 406, _REASONS[406], extra=[VARY], head=stream.method == b"HEAD"
+                exchange.respond_bytes(
+                    406, _REASONS[406], extra=[VARY], head=exchange.method == b"HEAD"
                 )
                 return
             if has_range is not None:
@@ -94,35 +86,29 @@ class StaticFiles:
                     # Identity refused: the range is ignored (RFC 9110 §14.2 allows it).
                     headers = [h for h in headers if h[0] != b"range"]
             if coding == "identity":
-                self._identity(session, stream, headers, opened)
+                self._identity(exchange, headers, opened)
                 return
             accepted = policy.preference(accept).accepted
             for candidate in accepted if not refuses_identity else (coding,):
-                sibling = self._sibling(stream.path, candidate, opened)
+                sibling = self._sibling(exchange.path, candidate, opened)
                 if sibling is not None:
                     opened.close()
-                    self._precompressed(session, stream, headers, opened, sibling, candidate)
+                    self._precompressed(exchange, headers, opened, sibling, candidate)
                     return
-            self._compress(session, stream, headers, opened, coding, policy)
+            self._compress(exchange, headers, opened, coding, policy)
         except BaseException:
             opened.close()
             raise
 
-    def _identity(
-        self,
-        session: Session,
-        stream: StreamState,
-        headers: list[tuple[bytes, bytes]],
-        opened: OpenFile,
-    ) -> None:
-        plan = plan_file_response(stream.method, headers, opened)
+    def _identity(self, exchange: Exchange, headers: Headers, opened: OpenFile) -> None:
+        plan = plan_file_response(exchange.method, headers, opened)
         fields = [*plan.headers, VARY]
         if plan.length == 0:
             opened.close()
-            session.respond(stream, plan.status, fields, None)
+            exchange.respond(plan.status, fields, None)
             return
         body = FileBody(opened.fd, plan.offset, plan.length, opened)
-        session.respond(stream, plan.status, fields, body)
+        exchange.respond(plan.status, fields, body)
 
     def _sibling(self, raw_path: bytes, coding: str, original: OpenFile) -> OpenFile | None:
         """``name.zst`` / ``name.gz`` next to the file, when it is there and not stale."""
@@ -142,15 +128,14 @@ class StaticFiles:
 
     def _precompressed(
         self,
-        session: Session,
-        stream: StreamState,
-        headers: list[tuple[bytes, bytes]],
+        exchange: Exchange,
+        headers: Headers,
         original: OpenFile,
         sibling: OpenFile,
         coding: str,
     ) -> None:
         try:
-            plan = plan_file_response(stream.method, headers, sibling)
+            plan = plan_file_response(exchange.method, headers, sibling)
         except BaseException:
             sibling.close()
             raise
@@ -166,16 +151,15 @@ class StaticFiles:
             STATS.precompressed_responses += 1
         if plan.length == 0:
             sibling.close()
-            session.respond(stream, plan.status, fields, None)
+            exchange.respond(plan.status, fields, None)
             return
         body = FileBody(sibling.fd, plan.offset, plan.length, sibling)
-        session.respond(stream, plan.status, fields, body)
+        exchange.respond(plan.status, fields, body)
 
     def _compress(
         self,
-        session: Session,
-        stream: StreamState,
-        headers: list[tuple[bytes, bytes]],
+        exchange: Exchange,
+        headers: Headers,
         opened: OpenFile,
         coding: str,
         policy: EncodingPolicy,
@@ -190,16 +174,16 @@ class StaticFiles:
             opened.last_modified,
             opened.content_type,
         )
-        plan = plan_file_response(stream.method, headers, variant)
+        plan = plan_file_response(exchange.method, headers, variant)
         if plan.status != 200:
             opened.close()
-            session.respond(stream, plan.status, [*plan.headers, VARY], None)
+            exchange.respond(plan.status, [*plan.headers, VARY], None)
             return
         fields = encoded_headers(plan.headers, coding)
-        if stream.method == b"HEAD":
+        if exchange.method == b"HEAD":
             opened.close()
-            session.respond(stream, 200, fields, None)
+            exchange.respond(200, fields, None)
             return
         source = FileSource(opened.fd, 0, opened.size, opened)
         body = CompressedBody(source, policy.encoder(coding, opened.size))
-        session.respond(stream, 200, fields, body)
+        exchange.respond(200, fields, body)

@@ -32,12 +32,11 @@ from urllib.parse import parse_qsl
 from h2stream.body.encoding import VARY, CompressedBody, EncodingPolicy, encoded_headers
 from h2stream.body.sources import Source, SourceBody
 from h2stream.config import Config, parse_size
+from h2stream.core.exchange import Exchange, Handler, Headers
 from h2stream.core.frames import DATA_HEADER, FLAG_END_STREAM
 from h2stream.core.framing import Body, FrameSink
-from h2stream.core.session import Handler, Session, StreamState
 from h2stream.core.stats import STATS
-from h2stream.handlers.app import answer_and_stop
-from h2stream.handlers.files import _parse_byte_range, _satisfiable_span
+from h2stream.handlers.files import parse_byte_range, satisfiable_span
 
 PREFIX = b"/_h2stream/"
 OCTET_STREAM = b"application/octet-stream"
@@ -323,48 +322,49 @@ class NdjsonSource(Source):
 
 
 class _SinkReader:
-    """Counts and discards a request body; credit goes back as each DATA frame arrives."""
+    """Counts and discards a request body; credit goes back as each chunk arrives."""
 
-    __slots__ = ("_done", "_limit", "_session", "_stream", "received")
+    __slots__ = ("_done", "_exchange", "_limit", "_started", "received")
 
-    def __init__(self, session: Session, stream: StreamState, limit: int) -> None:
-        self._session = session
-        self._stream = stream
+    def __init__(self, exchange: Exchange, limit: int, started: float) -> None:
+        self._exchange = exchange
         self._limit = limit
+        self._started = started
         self._done = False
         self.received = 0
 
     def feed(self, data: bytes, flow_controlled_length: int) -> None:
         # Consumed on arrival, whatever happens next: the credit always goes back.
-        self._session.return_credit(self._stream.stream_id, flow_controlled_length)
+        self._exchange.consumed(flow_controlled_length)
         if self._done:
             return
         self.received += len(data)
         if self.received > self._limit:
             self._done = True
-            _too_large(self._session, self._stream)
+            _too_large(self._exchange)
 
     def end(self, error: BaseException | None = None) -> None:
         if self._done:
             return
         self._done = True
         if error is None:
-            _sink_answer(self._session, self._stream, self.received)
+            _sink_answer(self._exchange, self.received, self._started)
 
 
-def _sink_answer(session: Session, stream: StreamState, received: int) -> None:
-    seconds = time.monotonic() - stream.started
+def _sink_answer(exchange: Exchange, received: int, started: float) -> None:
+    seconds = time.monotonic() - started
     body = json.dumps({"bytes": received, "seconds": round(seconds, 6)}).encode() + b"\n"
-    session.respond_bytes(stream, 200, body, content_type=b"application/json")
+    exchange.respond_bytes(200, body, content_type=b"application/json")
 
 
-def _too_large(session: Session, stream: StreamState) -> None:
-    """413, then RST_STREAM(NO_ERROR) so the client stops sending (RFC 9113 §8.1)."""
+def _too_large(exchange: Exchange) -> None:
+    """413, and the client is told to stop sending (HTTP/2: RST_STREAM(NO_ERROR), RFC 9113
+    section 8.1)."""
     STATS.request_body_too_large += 1
-    answer_and_stop(session, stream, 413, b"payload too large\n")
+    exchange.answer_and_stop(413, b"payload too large\n")
 
 
-def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+def declared_length(headers: Headers) -> int | None:
     for name, value in headers:
         if name == b"content-length":
             return int(value) if value.isdigit() else None
@@ -374,7 +374,7 @@ def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 # ------------------------------------------------------------------------ dispatch
 
 
-def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
+def _header(headers: Headers, wanted: bytes) -> bytes | None:
     for name, value in headers:
         if name == wanted:
             return value
@@ -382,57 +382,52 @@ def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
 
 
 class BuiltinEndpoints:
-    """The ``/_h2stream/`` handler (a session handler: called synchronously per stream)."""
+    """The ``/_h2stream/`` handler (an exchange handler: answers synchronously, no Task)."""
 
     def __init__(self, config: Config, policy: EncodingPolicy | None) -> None:
         self.max_request_body = config.max_request_body
         self.policy = policy
 
-    def __call__(
-        self, session: Session, stream: StreamState, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        raw = stream.path[len(PREFIX) :]
+    def __call__(self, exchange: Exchange) -> None:
+        raw = exchange.path[len(PREFIX) :]
         name, _, query = raw.partition(b"?")
-        method = stream.method
+        method = exchange.method
         if name == b"sink":
             if method not in (b"POST", b"PUT"):
-                _refuse(session, stream, 405, b"POST, PUT")
+                _refuse(exchange, 405, b"POST, PUT")
                 return
-            self._sink(session, stream, headers)
+            self._sink(exchange)
             return
         if method not in (b"GET", b"HEAD"):
-            _refuse(session, stream, 405, b"GET, HEAD")
+            _refuse(exchange, 405, b"GET, HEAD")
             return
         try:
             if name.startswith(b"bytes/"):
-                self._bytes(session, stream, headers, name[6:].decode("latin-1"))
+                self._bytes(exchange, name[6:].decode("latin-1"))
             elif name == b"ndjson":
-                self._ndjson(session, stream, headers, query.decode("latin-1"))
+                self._ndjson(exchange, query.decode("latin-1"))
             else:
-                session.respond_bytes(stream, 404, b"not found\n", head=method == b"HEAD")
+                exchange.respond_bytes(404, b"not found\n", head=method == b"HEAD")
         except ValueError as exc:
-            session.respond_bytes(stream, 400, f"{exc}\n".encode(), head=method == b"HEAD")
+            exchange.respond_bytes(400, f"{exc}\n".encode(), head=method == b"HEAD")
 
     # -- bytes/N -------------------------------------------------------------------------
 
-    def _bytes(
-        self, session: Session, stream: StreamState, headers: list[tuple[bytes, bytes]], n: str
-    ) -> None:
+    def _bytes(self, exchange: Exchange, n: str) -> None:
         size = parse_size(n)
         if size > MAX_BYTES:
             raise ValueError(f"at most {MAX_BYTES} bytes")
         etag = b'"bytes-%x"' % size
         fields = [(b"content-type", OCTET_STREAM), (b"etag", etag), (b"accept-ranges", b"bytes")]
-        status, offset, length = _range(headers, size, etag, fields)
-        head = stream.method == b"HEAD"
+        status, offset, length = _range(exchange.headers, size, etag, fields)
+        head = exchange.method == b"HEAD"
         body = None if head or not length else PatternBody(offset, length)
-        session.respond(stream, status, fields, body)
+        exchange.respond(status, fields, body)
 
     # -- ndjson --------------------------------------------------------------------------
 
-    def _ndjson(
-        self, session: Session, stream: StreamState, headers: list[tuple[bytes, bytes]], query: str
-    ) -> None:
+    def _ndjson(self, exchange: Exchange, query: str) -> None:
+        headers = exchange.headers
         params = dict(parse_qsl(query))
         rows = _count(params.get("rows"), DEFAULT_ROWS, "rows")
         after = min(_count(params.get("after"), 0, "after"), rows)
@@ -440,13 +435,13 @@ class BuiltinEndpoints:
         size = row_offset(rows + 1) - base
         etag = b'"ndjson1-%d-%d"' % (rows, after)
         fields = [(b"content-type", NDJSON_TYPE), (b"etag", etag)]
-        head = stream.method == b"HEAD"
+        head = exchange.method == b"HEAD"
         policy = self.policy
         if policy is not None:
             accept = _header(headers, b"accept-encoding")
             coding = policy.select(accept, size)
             if coding == "":
-                session.respond_bytes(stream, 406, b"not acceptable\n", extra=[VARY], head=head)
+                exchange.respond_bytes(406, b"not acceptable\n", extra=[VARY], head=head)
                 return
             honour_range = not policy.refuses_identity(accept)
             if coding != "identity" and not (honour_range and _header(headers, b"range")):
@@ -455,7 +450,7 @@ class BuiltinEndpoints:
                 if not head:
                     source = NdjsonSource(base, base + size, rows)
                     body = CompressedBody(source, policy.encoder(coding, size))
-                session.respond(stream, 200, fields, body)
+                exchange.respond(200, fields, body)
                 return
             fields.append(VARY)
         fields.append((b"accept-ranges", b"bytes"))
@@ -463,26 +458,26 @@ class BuiltinEndpoints:
         source_body = None
         if not head and length:
             source_body = SourceBody(NdjsonSource(base + offset, base + offset + length, rows))
-        session.respond(stream, status, fields, source_body)
+        exchange.respond(status, fields, source_body)
 
     # -- sink ----------------------------------------------------------------------------
 
-    def _sink(
-        self, session: Session, stream: StreamState, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        declared = declared_length(headers)
+    def _sink(self, exchange: Exchange) -> None:
+        # The handler runs as the request's headers arrive: the upload's clock starts here.
+        started = time.monotonic()
+        declared = declared_length(exchange.headers)
         if declared is not None and declared > self.max_request_body:
-            _too_large(session, stream)
+            _too_large(exchange)
             return
-        if stream.request_ended:
-            _sink_answer(session, stream, 0)
+        if exchange.request_ended:
+            _sink_answer(exchange, 0, started)
             return
-        stream.request_body = _SinkReader(session, stream, self.max_request_body)
+        exchange.read_body(_SinkReader(exchange, self.max_request_body, started))
 
 
-def _refuse(session: Session, stream: StreamState, status: int, allow: bytes) -> None:
+def _refuse(exchange: Exchange, status: int, allow: bytes) -> None:
     # Any body is drained (credit straight back) rather than reset: see App.__call__.
-    session.respond_bytes(stream, status, b"method not allowed\n", extra=[(b"allow", allow)])
+    exchange.respond_bytes(status, b"method not allowed\n", extra=[(b"allow", allow)])
 
 
 def _count(text: str | None, default: int, name: str) -> int:
@@ -493,12 +488,7 @@ def _count(text: str | None, default: int, name: str) -> int:
     return int(text)
 
 
-def _range(
-    headers: list[tuple[bytes, bytes]],
-    size: int,
-    etag: bytes,
-    fields: list[tuple[bytes, bytes]],
-) -> tuple[int, int, int]:
+def _range(headers: Headers, size: int, etag: bytes, fields: Headers) -> tuple[int, int, int]:
     """Status, offset and length for a body of ``size`` bytes; appends the length fields.
 
     A single ``bytes=`` range (``a-b``, ``a-`` or ``-n``) gets 206 (416 when it selects
@@ -507,9 +497,9 @@ def _range(
     spec = _header(headers, b"range")
     if spec is not None:
         if_range = _header(headers, b"if-range")
-        parsed = _parse_byte_range(spec) if if_range is None or if_range == etag else None
+        parsed = parse_byte_range(spec) if if_range is None or if_range == etag else None
         if parsed is not None:
-            span = _satisfiable_span(parsed, size)
+            span = satisfiable_span(parsed, size)
             if span is None:
                 fields.append((b"content-range", b"bytes */%d" % size))
                 fields.append((b"content-length", b"0"))
@@ -523,17 +513,17 @@ def _range(
 
 
 def with_builtins(builtins: BuiltinEndpoints, fallback: Handler | None) -> Handler:
-    """A session handler: ``/_h2stream/`` paths to ``builtins``, the rest to ``fallback``.
+    """An exchange handler: ``/_h2stream/`` paths to ``builtins``, the rest to ``fallback``.
 
     One ``startswith`` per request is all the default server pays for the endpoints.
     """
 
-    def handler(session: Session, stream: StreamState, headers: list[tuple[bytes, bytes]]) -> None:
-        if stream.path.startswith(PREFIX):
-            builtins(session, stream, headers)
+    def handler(exchange: Exchange) -> None:
+        if exchange.path.startswith(PREFIX):
+            builtins(exchange)
         elif fallback is not None:
-            fallback(session, stream, headers)
+            fallback(exchange)
         else:
-            session.respond_bytes(stream, 404, b"not found\n", head=stream.method == b"HEAD")
+            exchange.respond_bytes(404, b"not found\n", head=exchange.method == b"HEAD")
 
     return handler

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from h2stream.config import Config
-from h2stream.core.session import StreamObserver
+from h2stream.core.exchange import ExchangeObserver
 
 
 class IdleNotice(Protocol):
@@ -22,7 +22,7 @@ class ConnectionHost(Protocol):
     connections: set[Any]
     max_connections: int
     draining: bool
-    on_stream_end: StreamObserver | None
+    on_stream_end: ExchangeObserver | None
 
     @property
     def idle_trim(self) -> IdleNotice: ...

@@ -14,12 +14,13 @@ import socket
 from typing import cast
 
 from h2stream.core import sniff as http1
+from h2stream.core.exchange import Handler
 from h2stream.core.limits import REFUSAL, limit_event
-from h2stream.core.session import Handler, Session
+from h2stream.core.session import Session
 from h2stream.core.stats import STATS
 from h2stream.io.busypoll import BusyPoll
 from h2stream.io.host import ConnectionHost
-from h2stream.io.sink import SHORT_SOLO_RUN, TransportSink
+from h2stream.io.sink import SHORT_SOLO_RUN, TransportSink, WorkerPools
 from h2stream.io.timeouts import ConnectionWatch
 
 log = logging.getLogger("h2stream.protocol")
@@ -31,8 +32,12 @@ TLS_WRITE_HIGH = 64 * 1024
 
 
 class H2Protocol(asyncio.Protocol):
-    def __init__(self, server: ConnectionHost, handler: Handler, tls: bool) -> None:
+    def __init__(
+        self, server: ConnectionHost, handler: Handler, tls: bool, pools: WorkerPools
+    ) -> None:
         self._server = server
+        # The worker's pools and budgets (its server's context), for the writer and session.
+        self._pools = pools
         self._handler = handler
         self._tls = tls
         self._transport: asyncio.Transport | None = None
@@ -79,12 +84,17 @@ class H2Protocol(asyncio.Protocol):
                 raw.setblocking(False)
         if raw is not None and config.busy_poll_us:
             self._poller = BusyPoll(raw, config.busy_poll_us)
+        buffers, read_ahead = self._pools.copy_buffers, self._pools.read_ahead
         # TLS: queued output goes to the SSL layer in pieces of its pause point, since it
         # encrypts each write whole (B-1k, A-1g and D-zstd over TLS: as fast, 1.3 MiB less).
         if self._tls:
-            self._sink = TransportSink(transport, raw, TLS_WRITE_HIGH, SHORT_SOLO_RUN)
+            self._sink = TransportSink(
+                transport, raw, buffers, read_ahead, TLS_WRITE_HIGH, SHORT_SOLO_RUN
+            )
         else:
-            self._sink = TransportSink(transport, raw, sendfile=config.sendfile)
+            self._sink = TransportSink(
+                transport, raw, buffers, read_ahead, sendfile=config.sendfile
+            )
         # Cleartext, high=0: pause_writing means "the transport holds bytes", resume means
         # "it is empty", which the zero-copy path needs. TLS has its own record buffers and
         # does not report "empty" reliably to an app transport set that tight, so it gets a
@@ -208,6 +218,7 @@ class H2Protocol(asyncio.Protocol):
             self._close,
             wake=self.schedule_pump,
             on_stream_end=self._server.on_stream_end,
+            budget=self._pools.budget,
         )
         if self._server.draining:
             self.session.goaway_sent = True
@@ -315,7 +326,7 @@ class H2Protocol(asyncio.Protocol):
         try:
             parsed = http1.parse_head(buffered)
         except http1.BadRequest as exc:
-            too_large = "too large" in str(exc)
+            too_large = isinstance(exc, http1.HeadTooLarge)
             self._refuse(http1.HEAD_TOO_LARGE if too_large else http1.BAD_REQUEST)
             return
         if parsed is None:

@@ -90,7 +90,8 @@ class _Holder(Protocol):
 
 
 class ReadAheadBudget:
-    """How many read-aheads the worker's connections may hold at once."""
+    """How many read-aheads the worker's connections may hold at once (one per worker: its
+    server's context makes it, and every connection's writer draws on it)."""
 
     MAX = 2
     # A read-ahead not drawn on for this long (its peer returns no credit) may be taken back.
@@ -116,6 +117,3 @@ class ReadAheadBudget:
     @property
     def held(self) -> int:
         return len(self._holders)
-
-
-READ_AHEAD_BUDGET = ReadAheadBudget()

@@ -6,6 +6,9 @@ a duplicate of the socket, payload by ``os.sendfile``) only while the transport'
 empty, which uvloop guarantees means everything before it is already in the kernel. When the
 socket fills mid-frame, the rest of that frame is read into memory and handed to the transport,
 whose ``pause_writing`` then stops the scheduler until it has drained.
+
+The copy path's pooled buffers (:class:`CopyBuffers`) and the read-ahead budget are the
+worker's, made by its server (runtime/context.py) and handed to each connection's writer.
 """
 
 from __future__ import annotations
@@ -13,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sys
+from typing import Protocol
 
 from h2stream.core.frames import DATA_HEADER, data_header
 from h2stream.core.framing import SinkBase
+from h2stream.core.limits import WorkerBudget
 from h2stream.core.stats import STATS
-from h2stream.io.readahead import READ_AHEAD_BUDGET, ReadAhead
-from h2stream.runtime import memory
+from h2stream.io.readahead import ReadAhead, ReadAheadBudget
 
 # Queued bytes are handed to the transport once they reach this size (by default: TLS uses
 # less), so a turn never holds more than about this much before the transport decides
@@ -49,14 +52,33 @@ READ_AHEAD_MIN = 65535
 READ_AHEAD_MAX = 15 * 16384
 
 
+def in_use(buf: bytearray) -> bool:
+    """Whether some memoryview of ``buf`` is alive: the transport's, with bytes still to send.
+
+    A bytearray refuses to resize (BufferError) while any export of its buffer exists: the
+    buffer protocol's own guarantee, which keeps every view's pointer valid, so a buffer this
+    calls free cannot be read by anyone. Popping and re-appending the last byte is the
+    cheapest resize and never reallocates; about 70 ns when free, as much as the reference
+    count it replaces (which needed every other name of the buffer counted by hand: one
+    miscount, or a change in CPython's counting, would hand out a buffer still being sent).
+    """
+    try:
+        last = buf.pop()
+    except BufferError:
+        return True
+    buf.append(last)
+    return False
+
+
 class CopyBuffers:
     """The worker's copy-path buffers, shared by its connections.
 
     A run's buffer is busy only until the transport has taken the bytes: almost always by
     the end of the write, when it goes straight back here for the next run of any
     connection. A connection whose transport kept a view of it (the socket was full) holds it
-    until that drained. So the worker needs about one buffer plus one per connection that is
-    backlogged right now, not 256 KiB for every connection (C-many: 10 connections).
+    until that drained (:func:`in_use`). So the worker needs about one buffer plus one per
+    connection that is backlogged right now, not 256 KiB for every connection (C-many: 10
+    connections).
     """
 
     KEEP = 2  # free buffers kept for the next runs; more are left to the allocator
@@ -82,6 +104,7 @@ class CopyBuffers:
         return bytearray(size)
 
     def give_back(self, buf: bytearray) -> None:
+        """Take back a buffer nothing views any more (the caller checked :func:`in_use`)."""
         if len(buf) == _COPY_BUF:
             if len(self._free) < self.KEEP:
                 self._free.append(buf)
@@ -96,14 +119,18 @@ class CopyBuffers:
             self._large_out -= 1
 
     def release_idle(self) -> None:
-        """An idle worker keeps none (memory.py)."""
+        """An idle worker keeps none (the runtime's idle trim calls this)."""
         self._free.clear()
         self._free_large.clear()
 
 
-# One per process, like STATS: a worker's connections all run on its one thread.
-COPY_BUFFERS = CopyBuffers()
-memory.release_when_idle(COPY_BUFFERS)
+class WorkerPools(Protocol):
+    """What a connection draws from its worker's context: the writer's copy buffers and
+    read-ahead budget, and the fd budget its session enforces."""
+
+    copy_buffers: CopyBuffers
+    read_ahead: ReadAheadBudget
+    budget: WorkerBudget
 
 
 class _Detached:
@@ -128,9 +155,11 @@ class TransportSink(SinkBase):
 
     __slots__ = (
         "_ahead",
+        "_buffers",
         "_held",
         "_parts",
         "_pending",
+        "_read_ahead_budget",
         "_sock",
         "_sock_fd",
         "_solo_run",
@@ -146,6 +175,8 @@ class TransportSink(SinkBase):
         self,
         transport: asyncio.Transport,
         raw_socket: socket.socket | None,
+        buffers: CopyBuffers,
+        read_ahead: ReadAheadBudget,
         flush_at: int = FLUSH_AT,
         solo_run: int = SOLO_RUN,
         sendfile: bool = True,
@@ -153,10 +184,13 @@ class TransportSink(SinkBase):
         self._transport = transport
         self._parts: list[bytes | bytearray | memoryview] = []
         self._pending = 0
-        # Copy buffers the transport may still hold a view of (see CopyBuffers).
+        # The worker's copy buffers, and those of them the transport still views.
+        self._buffers = buffers
         self._held: list[bytearray] = []
-        # The next frames of a stream that flow control holds back (readahead.py).
+        # The next frames of a stream that flow control holds back (readahead.py), under the
+        # worker's budget of them.
         self._ahead: ReadAhead | None = None
+        self._read_ahead_budget = read_ahead
         # A duplicate of the transport's socket, for send(MSG_MORE) and sendfile only; it is
         # never registered with the loop.
         self._sock = raw_socket
@@ -172,7 +206,7 @@ class TransportSink(SinkBase):
     @property
     def solo_run(self) -> int:
         """SOLO_RUN while the worker has a large copy buffer to spare, else 256 KiB."""
-        if self._solo_run > SHORT_SOLO_RUN and not COPY_BUFFERS.large_available():
+        if self._solo_run > SHORT_SOLO_RUN and not self._buffers.large_available():
             return SHORT_SOLO_RUN
         return self._solo_run
 
@@ -272,11 +306,8 @@ class TransportSink(SinkBase):
             run = self._read_frames(stream_id, fd, offset, count, max_frame, end_stream)
             if run is None:
                 return 0  # the file shrank or failed: nothing queued, the caller resets
-            buf, size = run
-            del run  # see _settle
             self.flush()
-            self._write_frames(buf, size, max_frame)
-            del buf
+            self._write_frames(run[0], run[1], max_frame)
             got = count
         if got == count and following and self.write_each_frame and self._ahead is None:
             # The window cut this run short: read the next while the peer reads this one.
@@ -321,9 +352,7 @@ class TransportSink(SinkBase):
         if not ahead.left:
             self.drop_read_ahead()
         if fresh is not None:
-            buf, size = fresh
-            del fresh  # see _settle
-            self._write_frames(buf, size, max_frame)
+            self._write_frames(fresh[0], fresh[1], max_frame)
         return count
 
     def _read_frames(
@@ -336,7 +365,7 @@ class TransportSink(SinkBase):
             self._give_back_released()
         frames = -(-count // max_frame)
         size = count + 9 * frames
-        buf = COPY_BUFFERS.take(size)
+        buf = self._buffers.take(size)
         view = memoryview(buf)
         slots = []
         pos = 0
@@ -352,17 +381,16 @@ class TransportSink(SinkBase):
             got = os.preadv(fd, slots, offset)
         except OSError:
             got = 0  # a failing read: nothing framed yet, the caller resets the stream
-        del view, slots
+        del view, slots  # ours: while they live, the buffer counts as in use
         if got < count:
-            COPY_BUFFERS.give_back(buf)
+            self._buffers.give_back(buf)
             return None
         return buf, size
 
     def _write_frames(self, buf: bytearray, size: int, max_frame: int) -> None:
-        """Hand the frames laid out in ``buf[:size]`` to the transport, then settle ``buf``.
-        The caller holds ``buf`` under one name and no other."""
+        """Hand the frames laid out in ``buf[:size]`` to the transport, then settle ``buf``."""
         self._write_span(buf, 0, size, max_frame)
-        self._settle(buf, 3)  # the caller's name, our parameter, _settle's
+        self._settle(buf)
 
     def _write_span(self, buf: bytearray, start: int, end: int, max_frame: int) -> None:
         """Write the frames in ``buf[start:end]``: full-size ones, the last maybe shorter."""
@@ -378,26 +406,26 @@ class TransportSink(SinkBase):
             self._transport.write(view[start:end])
         del view
 
-    def _settle(self, buf: bytearray, names: int) -> None:
-        """Return ``buf`` to the pool unless the transport still holds a view of it.
+    def _settle(self, buf: bytearray) -> None:
+        """Return ``buf`` to the pool unless the transport still holds a view of it (our own
+        views are gone by now: :func:`in_use` would count them too).
 
-        Every view holds a reference to its buffer, so with ours gone the count is the
-        ``names`` our callers hold plus getrefcount's argument. TLS encrypts each write at
-        once and keeps none; a full h2c socket keeps one until it drains. (The transport's
-        queue size cannot tell: over TLS it counts the encrypted bytes too, and each
-        connection would keep a 256 KiB buffer.)
+        TLS encrypts each write at once and keeps none; a full h2c socket keeps one until it
+        drains. (The transport's queue size cannot tell: over TLS it counts the encrypted
+        bytes too, and each connection would keep a 256 KiB buffer.)
         """
-        if sys.getrefcount(buf) > names + 1:
+        if in_use(buf):
             self._held.append(buf)
         else:
-            COPY_BUFFERS.give_back(buf)
+            self._buffers.give_back(buf)
 
     def _read_ahead(self, stream_id: int, fd: int, offset: int, count: int, max_frame: int) -> None:
-        if not READ_AHEAD_BUDGET.acquire(self):
+        budget = self._read_ahead_budget
+        if not budget.acquire(self):
             return
         run = self._read_frames(stream_id, fd, offset, count, max_frame, False)
         if run is None:
-            READ_AHEAD_BUDGET.release(self)  # short: the grant's own read will tell
+            budget.release(self)  # short: the grant's own read will tell
             return
         self._ahead = ReadAhead(run[0], fd, offset, stream_id, max_frame, count)
 
@@ -413,21 +441,19 @@ class TransportSink(SinkBase):
         if ahead is None or (stream_id is not None and ahead.stream_id != stream_id):
             return
         self._ahead = None
-        READ_AHEAD_BUDGET.release(self)
+        self._read_ahead_budget.release(self)
         buf = ahead.buf
-        ahead.buf = _NO_BUFFER  # other names of the ReadAhead must not count as views
-        del ahead
-        self._settle(buf, 2)  # our name, _settle's
+        ahead.buf = _NO_BUFFER  # the pool may lend it again: no grant can come from it now
+        self._settle(buf)
 
     def _give_back_released(self) -> None:
         """Return held copy buffers of which the transport keeps no view any more."""
         still_held = []
         for held in self._held:
-            # References: the list, this loop's name, getrefcount's argument; more is a view.
-            if sys.getrefcount(held) > 3:
+            if in_use(held):
                 still_held.append(held)
             else:
-                COPY_BUFFERS.give_back(held)
+                self._buffers.give_back(held)
         self._held = still_held
 
     def _peer_gone(self, done: int) -> tuple[int, bool]:
@@ -455,7 +481,7 @@ class TransportSink(SinkBase):
         self._parts = []
         self.drop_read_ahead()
         for held in self._held:  # not back to the pool: a closing transport may hold views
-            COPY_BUFFERS.forget(held)
+            self._buffers.forget(held)
         self._held = []
         self._transport = DETACHED  # see H2Protocol.connection_lost
         self.writable = False

@@ -30,16 +30,15 @@ import time
 from collections.abc import Collection
 from typing import Protocol
 
-import h2.errors
-
 from h2stream.config import Config
-from h2stream.core.limits import LimitedFrameBuffer, limit_event
+from h2stream.core.exchange import ResetCode
+from h2stream.core.limits import limit_event
 from h2stream.core.session import Session
 
 log = logging.getLogger("h2stream.timeouts")
 
-CANCEL = h2.errors.ErrorCodes.CANCEL
-ENHANCE_YOUR_CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+CANCEL = ResetCode.CANCEL
+ENHANCE_YOUR_CALM = ResetCode.ENHANCE_YOUR_CALM
 # Sweep bounds: often enough that a 1 s timeout in a test fires promptly, and never more
 # than once a second for the default timeouts (10 s and up).
 MIN_INTERVAL = 0.05
@@ -133,8 +132,8 @@ class ConnectionWatch:
             return
         if session.closed:
             return
-        highest = session.conn.highest_inbound_stream_id
-        if config.header_timeout and self._header_pending(session):
+        highest = session.highest_stream_id
+        if config.header_timeout and session.header_block_pending():
             if self.header_since is None or self.header_mark != highest:
                 self.header_since, self.header_mark = now, highest
             elif now - self.header_since >= config.header_timeout:
@@ -155,11 +154,6 @@ class ConnectionWatch:
         if config.send_timeout:
             self._check_send(now, session, config.send_timeout)
 
-    @staticmethod
-    def _header_pending(session: Session) -> bool:
-        frames = session.conn.incoming_buffer
-        return isinstance(frames, LimitedFrameBuffer) and frames.header_block_pending()
-
     def _check_send(self, now: float, session: Session, timeout: float) -> None:
         streams = session.streams
         reset = False
@@ -172,7 +166,7 @@ class ConnectionWatch:
         if reset:
             self.protocol.schedule_pump()  # its turn flushes the RST_STREAM frames
         buffered = self.transport.get_write_buffer_size()
-        window = session.conn.outbound_flow_control_window
+        window = session.connection_window
         if not buffered and (window > 0 or not streams):
             self.stall_since = None
             return

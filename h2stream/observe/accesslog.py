@@ -1,7 +1,8 @@
 """The access log: one line per stream, written in batches.
 
-A line is formatted in the ``on_stream_end`` observer (never on the per-frame path) and
-appended to an in-memory batch; the batch goes to the file in one ``os.write`` when it reaches
+A line is formatted in the ``on_stream_end`` observer (never on the per-frame path) from the
+ended exchange alone (:class:`~h2stream.core.exchange.ExchangeRecord`) and appended to an
+in-memory batch; the batch goes to the file in one ``os.write`` when it reaches
 :data:`FLUSH_BYTES` or :data:`FLUSH_INTERVAL` seconds after its first line, and at close. So a
 busy server makes a few writes a second, not one per request.
 
@@ -11,7 +12,8 @@ wrapped here)::
     127.0.0.1 - - [07/Mar/2025:10:00:00 +0000] "GET /big.bin HTTP/2.0" 200 1048576 "-"
     "curl/7.88.1" h2c 1 0.012345 sendfile "-" - 4bf92f3577b34da6a3ce929d0e0e4736
 
-after the user agent: transport (``h2c`` or ``h2``), stream id, duration in seconds, send mode,
+after the user agent: transport (``h2c`` or ``h2``; ``http`` or ``https`` for HTTP/1.x), stream
+id (HTTP/1.x: the request's number on its connection), duration in seconds, send mode,
 the request's Range header, the RST_STREAM code if the stream was reset (``-`` otherwise) and
 the request id. The byte count is what was actually framed for the body, not the
 content-length, so an aborted download logs what it really got. Status ``0`` means the stream
@@ -26,12 +28,8 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-import h2.errors
-
-if TYPE_CHECKING:
-    from h2stream.core.session import Session, StreamState
+from h2stream.core.exchange import ExchangeRecord, ResetCode
 
 log = logging.getLogger("h2stream.accesslog")
 
@@ -56,9 +54,17 @@ def _code_name(code: int | None) -> str | None:
     if code is None:
         return None
     try:
-        return h2.errors.ErrorCodes(code).name
+        return ResetCode(code).name
     except ValueError:
         return str(code)
+
+
+def _protocol(record: ExchangeRecord) -> tuple[str, str]:
+    """The request line's protocol and the transport column."""
+    version = record.http_version
+    if version == "2":
+        return "HTTP/2.0", "h2" if record.tls else "h2c"
+    return f"HTTP/{version}", "https" if record.tls else "http"
 
 
 class _ClockCache:
@@ -78,7 +84,7 @@ class _ClockCache:
         return self._value
 
 
-def _request_fields(stream: StreamState) -> tuple[bytes, bytes, bytes, bytes]:
+def _request_fields(stream: ExchangeRecord) -> tuple[bytes, bytes, bytes, bytes]:
     """Referer, user agent, range and authority from the request headers (``b""`` if absent)."""
     referer = agent = range_ = authority = b""
     for name, value in stream.headers:
@@ -98,7 +104,7 @@ class AccessLog:
 
     def __init__(self, path: str, fmt: str = "combined") -> None:
         self.path = path
-        self.format_line: Callable[[Session, StreamState], str] = (
+        self.format_line: Callable[[ExchangeRecord], str] = (
             self._json if fmt == "json" else self._combined
         )
         self._fd = -1
@@ -131,8 +137,8 @@ class AccessLog:
             os.close(self._fd)
         self._fd = -1
 
-    def __call__(self, session: Session, stream: StreamState) -> None:
-        line = self.format_line(session, stream)
+    def __call__(self, stream: ExchangeRecord) -> None:
+        line = self.format_line(stream)
         self._batch.append(line)
         self._pending += len(line)
         if self._pending >= FLUSH_BYTES:
@@ -167,29 +173,31 @@ class AccessLog:
 
     # -- formats ------------------------------------------------------------------------------
 
-    def _combined(self, session: Session, stream: StreamState) -> str:
+    def _combined(self, stream: ExchangeRecord) -> str:
         now = time.monotonic()
         referer, agent, range_, _ = _request_fields(stream)
         reset = _code_name(stream.reset_code)
+        protocol, transport = _protocol(stream)
         return (
-            f"{session.peer} - - [{self._clock.get(time.time() - (now - stream.started))}] "
-            f'"{escape(stream.method)} {escape(stream.path)} HTTP/2.0" {stream.status} '
+            f"{stream.peer} - - [{self._clock.get(time.time() - (now - stream.started))}] "
+            f'"{escape(stream.method)} {escape(stream.path)} {protocol}" {stream.status} '
             f'{stream.bytes_sent} "{escape(referer) if referer else "-"}" '
-            f'"{escape(agent) if agent else "-"}" {"h2" if session.tls else "h2c"} '
+            f'"{escape(agent) if agent else "-"}" {transport} '
             f"{stream.stream_id} {now - stream.started:.6f} {stream.mode or '-'} "
             f'"{escape(range_) if range_ else "-"}" {reset or "-"} {stream.request_id or "-"}\n'
         )
 
-    def _json(self, session: Session, stream: StreamState) -> str:
+    def _json(self, stream: ExchangeRecord) -> str:
         now = time.monotonic()
         referer, agent, range_, authority = _request_fields(stream)
         started = time.time() - (now - stream.started)
+        protocol, transport = _protocol(stream)
         record = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))
             + f".{int(started % 1 * 1000):03d}Z",
-            "remote_addr": session.peer,
-            "protocol": "HTTP/2.0",
-            "transport": "h2" if session.tls else "h2c",
+            "remote_addr": stream.peer,
+            "protocol": protocol,
+            "transport": transport,
             "method": stream.method.decode("latin-1"),
             "path": stream.path.decode("utf-8", "backslashreplace"),
             "authority": authority.decode("utf-8", "backslashreplace"),

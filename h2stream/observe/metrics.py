@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h2.errors
 import psutil
@@ -42,10 +42,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from h2stream import __version__
+from h2stream.core.exchange import ExchangeRecord
 from h2stream.core.stats import STATS
-
-if TYPE_CHECKING:
-    from h2stream.core.session import Session, StreamState
 
 log = logging.getLogger("h2stream.metrics")
 
@@ -100,7 +98,7 @@ class StreamMetrics:
         self.ttfb = Histogram(TTFB_BUCKETS)
         self.duration = Histogram(DURATION_BUCKETS)
 
-    def observe(self, session: Session, stream: StreamState) -> None:
+    def observe(self, stream: ExchangeRecord) -> None:
         status = stream.status
         self.status_classes[status // 100 if 100 <= status < 600 else 0] += 1
         if stream.first_byte_at:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from h2stream.config import Config
-from h2stream.core.session import Session, StreamObserver, StreamState
+from h2stream.core.exchange import ExchangeObserver, ExchangeRecord
 from h2stream.observe.accesslog import AccessLog
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from h2stream.observe.metrics_server import MetricsServer
 
 
-def fan_out(observers: list[StreamObserver]) -> StreamObserver | None:
+def fan_out(observers: list[ExchangeObserver]) -> ExchangeObserver | None:
     """One observer calling each of ``observers`` (the session holds a single callable)."""
     if not observers:
         return None
@@ -27,10 +27,10 @@ def fan_out(observers: list[StreamObserver]) -> StreamObserver | None:
         return observers[0]
     first, *rest = observers
 
-    def observe(session: Session, stream: StreamState) -> None:
-        first(session, stream)
+    def observe(stream: ExchangeRecord) -> None:
+        first(stream)
         for observer in rest:
-            observer(session, stream)
+            observer(stream)
 
     return observe
 
@@ -40,7 +40,7 @@ class ObservedServer(Protocol):
 
     config: Config
     draining: bool
-    on_stream_end: StreamObserver | None
+    on_stream_end: ExchangeObserver | None
 
 
 class MetricsListenError(Exception):
@@ -70,7 +70,7 @@ class Observability:
         self.metrics: MetricsServer | None = None
         self._listen = listen and config.metrics_bind is not None
         self._publisher: SnapshotPublisher | None = None
-        observers: list[StreamObserver] = []
+        observers: list[ExchangeObserver] = []
         if server.on_stream_end is not None:
             observers.append(server.on_stream_end)
         if config.metrics_bind is not None or snapshot_path is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
-import weakref
 from collections.abc import Callable, Sized
 from typing import Protocol
 
@@ -38,21 +37,13 @@ _TRIM = _malloc_trim()
 
 class Releasable(Protocol):
     def release_idle(self) -> None:
-        """Drop what was kept for reuse under load (pooled codec contexts)."""
+        """Drop what was kept for reuse under load (copy buffers, codec contexts)."""
 
 
-# Pools to empty before the heap is trimmed (weakly held: a pool lives as long as its owner).
-_POOLS: weakref.WeakSet[Releasable] = weakref.WeakSet()
-
-
-def release_when_idle(pool: Releasable) -> None:
-    _POOLS.add(pool)
-
-
-def release_free_memory() -> bool:
-    """Return the heap's free pages to the OS; False where the C library cannot."""
-    for pool in list(_POOLS):
-        pool.release_idle()
+def release_free_memory(pools: Releasable) -> bool:
+    """Empty the worker's ``pools`` (context.WorkerContext), then return the heap's free
+    pages to the OS; False where the C library cannot."""
+    pools.release_idle()
     gc.collect()
     if _TRIM is None:
         return False
@@ -61,11 +52,12 @@ def release_free_memory() -> bool:
 
 
 class IdleTrim:
-    """Trims the heap :data:`IDLE_DELAY` seconds after the last connection closed, if no
-    connection came in the meantime."""
+    """Empties the worker's ``pools`` and trims the heap :data:`IDLE_DELAY` seconds after the
+    last connection closed, if no connection came in the meantime."""
 
-    def __init__(self, connections: Sized) -> None:
+    def __init__(self, connections: Sized, pools: Releasable) -> None:
         self._connections = connections
+        self._pools = pools
         self._handle: asyncio.TimerHandle | None = None
         self.trims = 0
 
@@ -81,5 +73,5 @@ class IdleTrim:
 
     def _run(self) -> None:
         self._handle = None
-        if not self._connections and release_free_memory():
+        if not self._connections and release_free_memory(self._pools):
             self.trims += 1

@@ -12,11 +12,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from h2stream.config import Config
+from h2stream.core.exchange import ExchangeObserver, Handler
 from h2stream.core.limits import set_fd_budget
-from h2stream.core.session import Handler, StreamObserver
 from h2stream.io.protocol import H2Protocol
 from h2stream.io.timeouts import Sweeper
 from h2stream.observe.wiring import MetricsListenError, Observability
+from h2stream.runtime.context import WorkerContext
 from h2stream.runtime.memory import IdleTrim
 from h2stream.runtime.tls import make_self_signed, server_context
 
@@ -31,9 +32,15 @@ class StartupError(Exception):
 
 
 class Server:
-    def __init__(self, config: Config, handler: Handler) -> None:
+    def __init__(
+        self, config: Config, handler: Handler, context: WorkerContext | None = None
+    ) -> None:
+        """``context``: the worker's pools and budgets, when the handler was built to share
+        them (worker.py: its compressed responses borrow the context's zstd contexts);
+        otherwise the server makes its own."""
         self.config = config
         self.handler = handler
+        self.context = context if context is not None else WorkerContext(config)
         self.connections: set[H2Protocol] = set()
         self.draining = False
         self._listeners: list[asyncio.Server] = []
@@ -41,7 +48,7 @@ class Server:
         self._stopped = asyncio.Event()
         self.addresses: list[tuple[str, str, int]] = []  # (scheme, host, port) once listening
         # Called as each stream ends (access log, metrics); None costs nothing.
-        self.on_stream_end: StreamObserver | None = None
+        self.on_stream_end: ExchangeObserver | None = None
         # Access log, metrics observer and listener (observe.py): made in start() when
         # --access-log or --metrics-bind is given, unless set before start().
         self.observability: Observability | None = None
@@ -51,7 +58,7 @@ class Server:
         # The one timer that checks every connection's timeouts (timeouts.py).
         self._sweeper: Sweeper | None = None
         # Hands the heap's free pages back once the last connection has gone (memory.py).
-        self.idle_trim = IdleTrim(self.connections)
+        self.idle_trim = IdleTrim(self.connections, self.context)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         config = self.config
@@ -77,10 +84,10 @@ class Server:
             self.observability.install()  # before any connection: sessions copy the observer
 
         def protocol() -> H2Protocol:
-            return H2Protocol(self, self.handler, tls)
+            return H2Protocol(self, self.handler, tls, self.context)
 
         # The fd budget: connections per worker (and streams, enforced by the session).
-        self.max_connections = set_fd_budget(config).connections
+        self.max_connections = set_fd_budget(config, self.context.budget).connections
         # Slowloris during the TLS handshake: it counts against the preface timeout.
         handshake = (config.preface_timeout or None) if context is not None else None
         for inherited in sockets:
@@ -192,11 +199,12 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def run(config: Config, handler: Handler) -> int:
-    """Serve until SIGTERM/SIGINT, then drain; return the process exit code."""
+def run(config: Config, handler: Handler, context: WorkerContext | None = None) -> int:
+    """Serve until SIGTERM/SIGINT, then drain; return the process exit code. ``context``: as
+    for :class:`Server`."""
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)
-    server = Server(config, handler)
+    server = Server(config, handler, context)
 
     async def serve() -> None:
         # Handlers first: a SIGTERM right after the listening line must drain, not kill.

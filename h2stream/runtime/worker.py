@@ -31,6 +31,7 @@ from typing import Any
 
 from h2stream.config import Config, option_fields
 from h2stream.handlers.build import build_handler
+from h2stream.runtime.context import WorkerContext
 from h2stream.runtime.server import Server, StartupError, new_event_loop
 from h2stream.runtime.tls import TLSError
 
@@ -96,10 +97,12 @@ def serve_worker(
     # Signals the supervisor interprets: a stop arrives here as SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    handler = build_handler(config, config.app, serve_root)
+    # The worker's pools and budgets: its compressed responses borrow the zstd contexts.
+    context = WorkerContext(config)
+    handler = build_handler(config, config.app, serve_root, context.zstd)
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)
-    server = Server(config, handler)
+    server = Server(config, handler, context)
     if config.metrics_bind is not None or config.access_log is not None:
         from h2stream.observe.wiring import Observability
 

@@ -16,9 +16,9 @@ from typing import Any
 import h2.errors
 import httpx
 import pytest
-from conftest import SIZES
-from h2client import RawH2Client
-from observe_support import wait_for
+from support.clients import RawH2Client
+from support.files import SIZES
+from support.polling import wait_until
 
 # The combined format, then: transport, stream id, duration, mode, "range", reset, request id.
 LINE = re.compile(
@@ -37,7 +37,7 @@ def read_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
     def lines() -> list[str]:
         return path.read_text().splitlines() if path.exists() else []
 
-    assert wait_for(lambda: len(lines()) >= count, timeout), f"log has {lines()!r}"
+    assert wait_until(lambda: len(lines()) >= count, timeout), f"log has {lines()!r}"
     return lines()
 
 

@@ -22,8 +22,11 @@ import h2.errors
 import httpx
 import psutil
 import pytest
-from app_support import AppServer, UploadClient, wait_for
-from conftest import SIZES, ServerProcess, require
+from support.clients import UploadClient
+from support.curl import curl_command
+from support.files import SIZES
+from support.polling import wait_until
+from support.servers import AppServer, ServerProcess
 
 from h2stream.handlers.app import App, FileResponse, Request, Response
 
@@ -297,16 +300,15 @@ def test_resets_mid_file_and_mid_stream_leak_nothing(app_server: AppServer) -> N
     for _ in range(10):
         cycle()
     assert app_server.wait_no_tasks()
-    assert wait_for(lambda: this.num_fds() <= before)
+    assert wait_until(lambda: this.num_fds() <= before)
 
 
 # ----------------------------------------------------------------------- the CLI
 
 
 def test_cli_app_with_root_and_builtins(server_factory: Any, files_root: Path) -> None:
-    curl = require("curl")
     server: ServerProcess = server_factory("--app", "examples.export_app:app")
-    base = [curl, "-s", "-S", "--http2-prior-knowledge", "--max-time", "30"]
+    base = curl_command("--http2-prior-knowledge")
     out = subprocess.run(
         [*base, "-D", "-", "-o", "/dev/null", f"{server.url}/export.csv?rows=5000"],
         capture_output=True,
@@ -347,8 +349,8 @@ def test_cli_app_with_root_and_builtins(server_factory: Any, files_root: Path) -
 
 
 def test_cli_app_without_root_does_not_serve_files(server_factory: Any) -> None:
-    # ServerProcess always passes a ROOT; start the CLI directly with --app only.
-    server = AppOnlyProcess()
+    # No ROOT: the CLI with --app only.
+    server = ServerProcess(None, "--app", "examples.export_app:app")
     try:
         with httpx.Client(http1=False, http2=True, timeout=15) as client:
             assert client.get(f"{server.url}/hello.txt").status_code == 404
@@ -377,24 +379,4 @@ def test_cli_resets_leak_no_fds(server_factory: Any) -> None:
     baseline = server.fd_count()
     for _ in range(10):
         cycle()
-    assert wait_for(lambda: server.fd_count() <= baseline)
-
-
-class AppOnlyProcess(ServerProcess):
-    """``h2stream serve --app examples.export_app:app`` without a ROOT argument."""
-
-    def __init__(self) -> None:
-        import sys
-
-        self._launch(
-            [
-                sys.executable,
-                "-m",
-                "h2stream",
-                "serve",
-                "--app",
-                "examples.export_app:app",
-                "--bind",
-                "127.0.0.1:0",
-            ]
-        )
+    assert wait_until(lambda: server.fd_count() <= baseline)

@@ -5,28 +5,23 @@ instead of failing on EMFILE; what is already open keeps being served."""
 from __future__ import annotations
 
 import resource
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attacks import (
+from support.attacks import Footprint, start
+from support.clients import RawConnection, RawH2Client, fetch
+from support.frames import (
     GOAWAY,
     HEADERS,
     NO_ERROR,
     REFUSED_STREAM,
     SETTINGS,
-    Footprint,
-    Metrics,
-    RawConnection,
-    fetch,
-    free_port,
     headers,
     request_block,
-    start,
 )
-from conftest import ServerProcess
-from h2client import RawH2Client
+from support.metrics import LimitEvents, metrics_url
+from support.servers import ServerProcess
 
 
 def _assert_refused(conn: RawConnection) -> None:
@@ -71,15 +66,13 @@ def test_max_connections_refuses_gracefully(
     footprint.assert_bounded()
 
 
-class FdLimitedServer(ServerProcess):
+def fd_limited_server(root: Path, limit: int, *args: str) -> ServerProcess:
     """The server CLI as a child whose RLIMIT_NOFILE (soft and hard) is ``limit``."""
 
-    def __init__(self, root: Path, limit: int, *args: str) -> None:
-        def lower() -> None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
-        command = [sys.executable, "-m", "h2stream", "serve", str(root), "--bind", "127.0.0.1:0"]
-        self._launch([*command, *args], preexec_fn=lower)
+    return ServerProcess(root, *args, preexec_fn=lower)
 
 
 def test_fd_budget_instead_of_emfile(files_root: Path) -> None:
@@ -87,15 +80,14 @@ def test_fd_budget_instead_of_emfile(files_root: Path) -> None:
     open streams. Sixty connections that each start four held downloads: the surplus
     connections are refused with GOAWAY, the surplus streams with REFUSED_STREAM, nothing
     meets EMFILE (libuv would accept and drop connections unanswered), and all comes back."""
-    metrics_port = free_port()
-    server = FdLimitedServer(files_root, 256, "--metrics-bind", f"127.0.0.1:{metrics_port}")
+    server = fd_limited_server(files_root, 256, "--metrics-bind", "127.0.0.1:0")
     try:
-        _fd_budget(server, Metrics(metrics_port), files_root)
+        _fd_budget(server, LimitEvents(metrics_url(server)), files_root)
     finally:
         server.stop()
 
 
-def _fd_budget(server: FdLimitedServer, metrics: Metrics, files_root: Path) -> None:
+def _fd_budget(server: ServerProcess, metrics: LimitEvents, files_root: Path) -> None:
     fetch(server.port, "/hello.txt")
     footprint = Footprint(server)
     expected = (files_root / "mib.bin").read_bytes()

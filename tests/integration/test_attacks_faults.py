@@ -14,33 +14,27 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
-import struct
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from attacks import (
+from support.attacks import MIB, Footprint, start
+from support.clients import RawConnection, abort, fetch, tls_socket
+from support.frames import (
     DATA,
     END_STREAM,
     INTERNAL_ERROR,
-    MIB,
     PREFACE,
-    Footprint,
-    RawConnection,
     continuation,
     data,
-    fetch,
     headers,
     request_block,
     settings,
-    start,
     window_update,
 )
-from conftest import ServerProcess
+from support.servers import ServerProcess
 
 ROUNDS = 10  # per stage
 SIZE = 8 * MIB
@@ -64,16 +58,10 @@ def _write(path: Path, size: int) -> bytes:
 # -- clients that disconnect -------------------------------------------------------------
 
 
-def _abort(sock: socket.socket) -> None:
-    """Close with RST instead of FIN (SO_LINGER 0): the rudest way to leave."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
 def _during_preface(port: int) -> None:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(PREFACE[:12])
-    _abort(sock)
+    abort(sock)
 
 
 def _after_preface(port: int) -> None:
@@ -84,7 +72,7 @@ def _after_preface(port: int) -> None:
 def _during_headers(port: int) -> None:
     conn = RawConnection(port, initial=headers(1, request_block("/f100m.bin"), end_headers=False))
     conn.send(continuation(1, b""))
-    _abort(conn.sock)
+    abort(conn.sock)
 
 
 def _during_request_body(port: int) -> None:
@@ -100,17 +88,13 @@ def _mid_download(port: int, rude: bool) -> None:
     conn.send(headers(1, request_block("/f100m.bin")))
     assert conn.until(lambda: len(conn.body(1)) >= MIB, 10)
     if rude:
-        _abort(conn.sock)
+        abort(conn.sock)
     else:
         conn.close()
 
 
 def _tls_mid_download(port: int) -> None:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["h2"])
-    sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port)))
+    sock = tls_socket(port)
     sock.sendall(PREFACE + settings({0x4: (1 << 31) - 1}) + window_update(0, (1 << 31) - 65536))
     sock.sendall(headers(1, request_block("/f100m.bin")))
     received = 0
@@ -118,7 +102,7 @@ def _tls_mid_download(port: int) -> None:
         chunk = sock.recv(1 << 16)
         assert chunk
         received += len(chunk)
-    _abort(sock)
+    abort(sock)
 
 
 STAGES: dict[str, tuple[tuple[str, ...], Callable[[int], None]]] = {
@@ -229,25 +213,10 @@ def test_file_truncated_mid_stream(
     footprint.assert_bounded()
 
 
-class UnprivilegedServer(ServerProcess):
+def unprivileged_server(root: Path) -> ServerProcess:
     """The CLI as root without the capabilities that let root read any file."""
-
-    def __init__(self, root: Path) -> None:
-        drop = "-dac_override,-dac_read_search"
-        self._launch(
-            [
-                "setpriv",
-                f"--bounding-set={drop}",
-                f"--inh-caps={drop}",
-                sys.executable,
-                "-m",
-                "h2stream",
-                "serve",
-                str(root),
-                "--bind",
-                "127.0.0.1:0",
-            ]
-        )
+    drop = "-dac_override,-dac_read_search"
+    return ServerProcess(root, wrapper=["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}"])
 
 
 def test_unreadable_file_is_403(server_factory: Callable[..., Any], own_root: Path) -> None:
@@ -255,7 +224,7 @@ def test_unreadable_file_is_403(server_factory: Callable[..., Any], own_root: Pa
     os.chmod(own_root / "locked.bin", 0)
     # Root reads any file; a root server is started without the capabilities for that.
     privileged = os.geteuid() == 0
-    server = UnprivilegedServer(own_root) if privileged else server_factory(root=own_root)
+    server = unprivileged_server(own_root) if privileged else server_factory(root=own_root)
     try:
         fetch(server.port, "/hello.txt")
         footprint = Footprint(server)

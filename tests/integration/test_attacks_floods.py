@@ -15,21 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from attacks import (
+from support.attacks import MIB, Footprint, attack_running, served_during, start
+from support.clients import RawConnection
+from support.frames import (
     ENHANCE_YOUR_CALM,
-    MIB,
-    Footprint,
-    RawConnection,
-    attack_running,
     data,
     frame,
     headers,
     ping,
     priority,
     request_block,
-    served_during,
     settings,
-    start,
     window_update,
 )
 

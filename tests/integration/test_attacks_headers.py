@@ -14,18 +14,9 @@ from typing import Any
 
 import hpack
 import pytest
-from attacks import (
-    ENHANCE_YOUR_CALM,
-    MIB,
-    Footprint,
-    RawConnection,
-    attack_running,
-    continuation,
-    headers,
-    request_block,
-    served_during,
-    start,
-)
+from support.attacks import MIB, Footprint, attack_running, served_during, start
+from support.clients import RawConnection
+from support.frames import ENHANCE_YOUR_CALM, continuation, headers, request_block
 
 # What each round offers: 32 MiB of header block, against caps of 64 KiB and 16 frames.
 OFFERED = 32 * MIB

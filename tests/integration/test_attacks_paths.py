@@ -17,18 +17,9 @@ from typing import Any
 
 import hpack
 import pytest
-from attacks import (
-    HEADERS,
-    PROTOCOL_ERROR,
-    Footprint,
-    RawConnection,
-    attack_running,
-    continuation,
-    fetch,
-    headers,
-    served_during,
-    start,
-)
+from support.attacks import Footprint, attack_running, served_during, start
+from support.clients import RawConnection, fetch
+from support.frames import HEADERS, PROTOCOL_ERROR, continuation, headers, request_block
 
 SECRET = b"TOP SECRET: outside ROOT\n"
 RESET = -1  # the request is malformed as HTTP/2 (RFC 9113 8.3.1): RST_STREAM(PROTOCOL_ERROR)
@@ -103,14 +94,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 def _request(stream_id: int, path: bytes) -> bytes:
-    block = hpack.Encoder().encode(
-        [
-            hpack.NeverIndexedHeaderTuple(b":method", b"GET"),
-            hpack.NeverIndexedHeaderTuple(b":scheme", b"http"),
-            hpack.NeverIndexedHeaderTuple(b":authority", b"localhost"),
-            hpack.NeverIndexedHeaderTuple(b":path", path),
-        ]
-    )
+    block = request_block(path)
     if len(block) <= 16384:
         return headers(stream_id, block)
     parts = [block[i : i + 16384] for i in range(0, len(block), 16384)]

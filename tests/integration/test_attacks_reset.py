@@ -13,19 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attacks import (
-    CANCEL,
-    ENHANCE_YOUR_CALM,
-    Footprint,
-    RawConnection,
-    attack_running,
-    headers,
-    ping,
-    request_block,
-    rst_stream,
-    served_during,
-    start,
-)
+from support.attacks import Footprint, attack_running, served_during, start
+from support.clients import RawConnection
+from support.frames import CANCEL, ENHANCE_YOUR_CALM, headers, ping, request_block, rst_stream
 
 from h2stream.core.stats import STATS
 

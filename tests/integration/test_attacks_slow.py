@@ -12,22 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attacks import (
+from support.attacks import MIB, Footprint, served_during, start
+from support.clients import RawConnection
+from support.frames import (
     CANCEL,
     DATA,
     ENHANCE_YOUR_CALM,
-    MIB,
     NO_ERROR,
     PREFACE,
-    Footprint,
-    RawConnection,
     continuation,
     headers,
     ping,
     request_block,
-    served_during,
     settings,
-    start,
 )
 
 FAST = ("--preface-timeout", "1", "--header-timeout", "1", "--idle-timeout", "1")

@@ -8,19 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attacks import (
+from support.attacks import Footprint, attack_running, served_during, start
+from support.clients import RawConnection
+from support.frames import (
     DATA,
     HEADERS,
     NO_ERROR,
     REFUSED_STREAM,
-    Footprint,
-    RawConnection,
-    attack_running,
     headers,
     request_block,
     rst_stream,
-    served_during,
-    start,
 )
 
 LIMIT = 4

@@ -7,24 +7,20 @@ print its usage and one error line), exit non-zero and never show a traceback.
 from __future__ import annotations
 
 import hashlib
-import os
-import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SIZES, ServerProcess, require
+from support.commands import REPO, run_h2stream
+from support.curl import curl_status, run_curl
+from support.files import SIZES
+from support.servers import ServerProcess
 
-LISTEN = re.compile(r"listening on (https?)://(\[[^\]]+\]|[^:/\s]+):(\d+)")
 FLAGS = [
     "--bind",
     "--certfile",
@@ -36,21 +32,6 @@ FLAGS = [
     "--graceful-timeout",
     "--log-level",
 ]
-
-
-def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """``python -m h2stream ARGS``; a server that starts instead of failing is killed."""
-    try:
-        return subprocess.run(
-            [sys.executable, "-m", "h2stream", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=REPO,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"h2stream {' '.join(args)} did not exit within {timeout} s: {exc.stdout!r}")
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -76,7 +57,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_help_lists_every_flag() -> None:
-    result = run_cli("serve", "--help")
+    result = run_h2stream("serve", "--help")
     assert result.returncode == 0, result.stderr
     for flag in FLAGS:
         assert flag in result.stdout, flag
@@ -86,10 +67,10 @@ def test_help_lists_every_flag() -> None:
 
 
 def test_top_level_help_and_version() -> None:
-    result = run_cli("--help")
+    result = run_h2stream("--help")
     assert result.returncode == 0
     assert "serve" in result.stdout
-    version = run_cli("--version")
+    version = run_h2stream("--version")
     assert version.returncode == 0
     assert version.stdout.startswith("h2stream ")
 
@@ -111,13 +92,13 @@ def test_console_script_if_installed() -> None:
 
 def test_missing_root(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-dir"
-    line = assert_one_error_line(run_cli("serve", str(missing), "--bind", "127.0.0.1:0"))
+    line = assert_one_error_line(run_h2stream("serve", str(missing), "--bind", "127.0.0.1:0"))
     assert str(missing) in line
 
 
 def test_root_is_a_file(files_root: Path) -> None:
     line = assert_one_error_line(
-        run_cli("serve", str(files_root / "hello.txt"), "--bind", "127.0.0.1:0")
+        run_h2stream("serve", str(files_root / "hello.txt"), "--bind", "127.0.0.1:0")
     )
     assert "hello.txt" in line
 
@@ -127,18 +108,18 @@ def test_root_is_a_file(files_root: Path) -> None:
     ["nonsense", "127.0.0.1:99999", "127.0.0.1:", ":8080", "127.0.0.1:http", "[::1]8080"],
 )
 def test_bad_bind(files_root: Path, bind: str) -> None:
-    line = assert_one_error_line(run_cli("serve", str(files_root), "--bind", bind))
+    line = assert_one_error_line(run_h2stream("serve", str(files_root), "--bind", bind))
     assert "bind" in line.lower()
 
 
 def test_unassignable_bind_address(files_root: Path) -> None:
     # TEST-NET-1 (RFC 5737): never a local address, so bind fails without any DNS lookup.
-    result = run_cli("serve", str(files_root), "--bind", "192.0.2.1:0")
+    result = run_h2stream("serve", str(files_root), "--bind", "192.0.2.1:0")
     assert_one_error_line(result)
 
 
 def test_unreadable_cert(files_root: Path) -> None:
-    result = run_cli(
+    result = run_h2stream(
         "serve", str(files_root), "--bind", "127.0.0.1:0",
         "--certfile", "/nonexistent/cert.pem", "--keyfile", "/nonexistent/key.pem",
     )  # fmt: skip
@@ -149,7 +130,7 @@ def test_unreadable_cert(files_root: Path) -> None:
 def test_cert_that_is_not_a_cert(files_root: Path, tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.pem"
     bogus.write_text("not a certificate\n")
-    result = run_cli(
+    result = run_h2stream(
         "serve", str(files_root), "--bind", "127.0.0.1:0",
         "--certfile", str(bogus), "--keyfile", str(bogus),
     )  # fmt: skip
@@ -157,7 +138,7 @@ def test_cert_that_is_not_a_cert(files_root: Path, tmp_path: Path) -> None:
 
 
 def test_certfile_without_keyfile(files_root: Path) -> None:
-    result = run_cli(
+    result = run_h2stream(
         "serve", str(files_root), "--bind", "127.0.0.1:0", "--certfile", "/nonexistent/c.pem"
     )
     assert_one_error_line(result)
@@ -168,7 +149,7 @@ def test_port_in_use(files_root: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        result = run_cli("serve", str(files_root), "--bind", f"127.0.0.1:{port}")
+        result = run_h2stream("serve", str(files_root), "--bind", f"127.0.0.1:{port}")
     line = assert_one_error_line(result)
     assert str(port) in line
 
@@ -179,7 +160,7 @@ def test_second_bind_in_use_releases_the_first(files_root: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        result = run_cli(
+        result = run_h2stream(
             "serve", str(files_root), "--bind", "127.0.0.1:0", "--bind", f"127.0.0.1:{port}"
         )
     assert_one_error_line(result)
@@ -198,13 +179,13 @@ def test_second_bind_in_use_releases_the_first(files_root: Path) -> None:
     ],
 )
 def test_argparse_errors(files_root: Path, args: list[str]) -> None:
-    result = run_cli("serve", str(files_root), "--bind", "127.0.0.1:0", *args)
+    result = run_h2stream("serve", str(files_root), "--bind", "127.0.0.1:0", *args)
     assert result.returncode == 2
     assert_one_error_line(result)
 
 
 def test_no_command() -> None:
-    result = run_cli()
+    result = run_h2stream()
     assert result.returncode == 2
     assert_one_error_line(result)
 
@@ -212,21 +193,9 @@ def test_no_command() -> None:
 # --------------------------------------------------------------------------- start-up
 
 
-def curl_get(url: str, *options: str) -> tuple[int, bytes, str]:
-    """(curl exit code, body, "code version") for ``url``."""
-    result = subprocess.run(
-        [require("curl"), "-s", "-S", "--max-time", "30", "-w", "%{stderr}%{http_code} "
-         "%{http_version}", *options, url],
-        capture_output=True,
-        timeout=40,
-        check=False,
-    )  # fmt: skip
-    return result.returncode, result.stdout, result.stderr.decode().strip().splitlines()[-1]
-
-
 def test_self_signed_starts_and_serves(tls_server: ServerProcess) -> None:
     assert tls_server.url.startswith("https://127.0.0.1:")
-    code, body, status = curl_get(f"{tls_server.url}/hello.txt", "-k", "--http2")
+    code, body, status = curl_status(f"{tls_server.url}/hello.txt", "-k", "--http2")
     assert code == 0
     assert status == "200 2"
     assert body == b"hello, h2stream\n"
@@ -234,92 +203,25 @@ def test_self_signed_starts_and_serves(tls_server: ServerProcess) -> None:
 
 def test_plain_start_prints_h2c_listener(h2c_server: ServerProcess) -> None:
     assert h2c_server.url.startswith("http://127.0.0.1:")
-    code, body, status = curl_get(f"{h2c_server.url}/hello.txt", "--http2-prior-knowledge")
+    code, body, status = curl_status(f"{h2c_server.url}/hello.txt", "--http2-prior-knowledge")
     assert (code, status, body) == (0, "200 2", b"hello, h2stream\n")
 
 
-class Spawned:
-    """A server started here, to read every listener line (ServerProcess takes the first) and
-    all of stderr once it has exited."""
-
-    def __init__(self, *args: str) -> None:
-        # Closed by close(), after the test has read it.
-        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "h2stream", "serve", *args],
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            cwd=REPO,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-
-    def stderr(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read()
-
-    def listeners(self, count: int, timeout: float = 20) -> list[str]:
-        urls: list[str] = []
-        deadline = time.monotonic() + timeout
-        while len(urls) < count and (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            match = LISTEN.search(line)
-            if match:
-                scheme, host, port = match.groups()
-                urls.append(f"{scheme}://{host}:{port}")
-        return urls
-
-    def close(self) -> None:
-        self._stderr.close()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-
-@pytest.fixture
-def spawn() -> Iterator[type[Spawned]]:
-    started: list[Spawned] = []
-
-    class Tracked(Spawned):
-        def __init__(self, *args: str) -> None:
-            super().__init__(*args)
-            started.append(self)
-
-    yield Tracked
-    for server in started:
-        server.stop()
-        server.close()
-
-
-def test_every_bind_listens_and_is_announced(spawn: type[Spawned], files_root: Path) -> None:
-    server = spawn(str(files_root), "--bind", "127.0.0.1:0", "--bind", "127.0.0.1:0")
-    urls = server.listeners(2)
-    assert len(urls) == 2, (urls, server.stderr())
+def test_every_bind_listens_and_is_announced(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    server = server_factory("--bind", "127.0.0.1:0", "--bind", "127.0.0.1:0", listeners=2)
+    urls = server.urls
+    assert len(urls) == 2, (urls, server.log_text())
     assert urls[0] != urls[1]
     for url in urls:
-        code, body, status = curl_get(f"{url}/hello.txt", "--http2-prior-knowledge")
+        code, body, status = curl_status(f"{url}/hello.txt", "--http2-prior-knowledge")
         assert (code, status, body) == (0, "200 2", b"hello, h2stream\n")
     assert server.stop() == 0
-    assert "Traceback" not in server.stderr()
+    assert "Traceback" not in server.log_text()
 
 
-def test_ipv6_bind_if_available(spawn: type[Spawned], files_root: Path) -> None:
+def test_ipv6_bind_if_available(server_factory: Callable[..., ServerProcess]) -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
     try:
@@ -327,43 +229,23 @@ def test_ipv6_bind_if_available(spawn: type[Spawned], files_root: Path) -> None:
             probe.bind(("::1", 0))
     except OSError:
         pytest.skip("no IPv6 loopback here")
-    server = spawn(str(files_root), "--bind", "[::1]:0")
-    urls = server.listeners(1)
-    assert urls and urls[0].startswith("http://[::1]:"), server.stderr()
-    code, body, status = curl_get(f"{urls[0]}/hello.txt", "--http2-prior-knowledge")
+    server = server_factory("--bind", "[::1]:0")
+    urls = server.urls
+    assert urls and urls[0].startswith("http://[::1]:"), server.log_text()
+    code, body, status = curl_status(f"{urls[0]}/hello.txt", "--http2-prior-knowledge")
     assert (code, status, body) == (0, "200 2", b"hello, h2stream\n")
 
 
 def test_default_root_is_the_working_directory(files_root: Path) -> None:
     """``h2stream serve`` with no ROOT serves the current directory."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "h2stream", "serve", "--bind", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=files_root,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    server = ServerProcess(None, cwd=files_root, env={"PYTHONPATH": str(REPO)})
     try:
-        assert proc.stdout is not None
-        line = ""
-        for _ in range(20):  # bounded: the listener line comes first
-            line = proc.stdout.readline()
-            if not line or LISTEN.search(line):
-                break
-        match = LISTEN.search(line)
-        assert match, line
-        url = f"http://127.0.0.1:{match.group(3)}"
-        code, body, status = curl_get(f"{url}/hello.txt", "--http2-prior-knowledge")
+        url = server.url
+        code, body, status = curl_status(f"{url}/hello.txt", "--http2-prior-knowledge")
         assert (code, status, body) == (0, "200 2", b"hello, h2stream\n")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    assert proc.returncode == 0
+        server.stop()
+    assert server.proc.returncode == 0
 
 
 @pytest.mark.parametrize(
@@ -380,22 +262,18 @@ def test_flags_serve_correct_bodies(
 ) -> None:
     server = server_factory(*flags)
     for name in ("f16385.bin", "mib.bin"):
-        result = subprocess.run(
-            [require("curl"), "-s", "-S", "--max-time", "30", "--http2-prior-knowledge",
-             f"{server.url}/{name}"],
-            capture_output=True,
-            timeout=40,
-            check=False,
-        )  # fmt: skip
+        result = run_curl("--http2-prior-knowledge", f"{server.url}/{name}")
         assert result.returncode == 0, result.stderr
         assert len(result.stdout) == SIZES[name]
         assert hashlib.sha256(result.stdout).hexdigest() == digests[name]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_idle_server_stops_cleanly(spawn: type[Spawned], files_root: Path, signum: int) -> None:
-    server = spawn(str(files_root), "--bind", "127.0.0.1:0")
-    assert len(server.listeners(1)) == 1, server.stderr()
+def test_idle_server_stops_cleanly(
+    server_factory: Callable[..., ServerProcess], signum: int
+) -> None:
+    server = server_factory("--bind", "127.0.0.1:0")
+    assert len(server.urls) == 1, server.log_text()
     server.proc.send_signal(signum)
     assert server.proc.wait(15) == 0
-    assert "Traceback" not in server.stderr()
+    assert "Traceback" not in server.log_text()

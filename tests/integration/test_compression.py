@@ -23,9 +23,9 @@ from typing import Any
 import h2.settings
 import pytest
 import zstandard
-from app_support import AppServer, UploadClient
-from conftest import ServerProcess, require
-from h2client import RawH2Client
+from support.clients import RawH2Client, UploadClient
+from support.curl import curl_command, curl_headers
+from support.servers import AppServer, ServerProcess
 
 from h2stream.core.stats import STATS
 from h2stream.handlers.synthetic import row_offset
@@ -66,20 +66,6 @@ def server(text_root: Path) -> Iterator[ServerProcess]:
     process.stop()
 
 
-def curl(*args: str, timeout: float = 60) -> tuple[bytes, dict[str, str]]:
-    """GET with curl (h2c prior knowledge); the raw body and the response headers."""
-    command = [require("curl"), "-s", "-S", "--http2-prior-knowledge", "-D", "/dev/stderr"]
-    done = subprocess.run([*command, *args], capture_output=True, timeout=timeout, check=True)
-    headers: dict[str, str] = {}
-    for line in done.stderr.decode("latin-1").splitlines():
-        name, sep, value = line.partition(":")
-        if sep and not line.startswith("HTTP/"):
-            headers[name.strip().lower()] = value.strip()
-        elif line.startswith("HTTP/"):
-            headers[":status"] = line.split()[1]
-    return done.stdout, headers
-
-
 def decode(coding: str, data: bytes) -> bytes:
     if coding == "zstd":
         assert data.startswith(ZSTD_MAGIC)
@@ -103,9 +89,9 @@ BODIES = [
 @pytest.mark.parametrize("path", BODIES)
 @pytest.mark.parametrize("coding", ["zstd", "gzip"])
 def test_round_trip(server: ServerProcess, path: str, coding: str) -> None:
-    identity, plain = curl(f"{server.url}{path}")
+    identity, plain = curl_headers(f"{server.url}{path}")
     assert plain.get("content-encoding") is None and plain["vary"] == "accept-encoding"
-    raw, headers = curl("-H", f"accept-encoding: {coding}", f"{server.url}{path}")
+    raw, headers = curl_headers("-H", f"accept-encoding: {coding}", f"{server.url}{path}")
     assert headers[":status"] == "200"
     assert headers["content-encoding"] == coding
     assert headers["vary"] == "accept-encoding"
@@ -116,8 +102,8 @@ def test_round_trip(server: ServerProcess, path: str, coding: str) -> None:
 
 @pytest.mark.parametrize("path", BODIES)
 def test_curl_compressed(server: ServerProcess, path: str) -> None:
-    identity, _ = curl(f"{server.url}{path}")
-    decoded, headers = curl("--compressed", f"{server.url}{path}")
+    identity, _ = curl_headers(f"{server.url}{path}")
+    decoded, headers = curl_headers("--compressed", f"{server.url}{path}")
     assert headers["content-encoding"] == "zstd"  # curl offers zstd; we prefer it
     assert decoded == identity
 
@@ -151,48 +137,52 @@ def test_q_values(server: ServerProcess, accept: str, status: int, coding: str |
     assert response.headers.get(b"content-encoding") == (coding.encode() if coding else None)
     assert response.headers[b"vary"] == b"accept-encoding"
     if coding is not None:
-        identity, _ = curl(f"{server.url}/page.html")
+        identity, _ = curl_headers(f"{server.url}/page.html")
         assert decode(coding, bytes(response.body)) == identity
 
 
 def test_refusing_identity_on_the_generated_stream_is_406(server: ServerProcess) -> None:
-    _, headers = curl("-H", "accept-encoding: identity;q=0", f"{server.url}/_h2stream/ndjson")
+    _, headers = curl_headers(
+        "-H", "accept-encoding: identity;q=0", f"{server.url}/_h2stream/ndjson"
+    )
     assert headers[":status"] == "406"
-    _, headers = curl("-H", "accept-encoding: identity;q=0", f"{server.url}/export.csv")
+    _, headers = curl_headers("-H", "accept-encoding: identity;q=0", f"{server.url}/export.csv")
     assert headers[":status"] == "406"
 
 
 def test_incompressible_and_small_bodies_are_identity(server: ServerProcess) -> None:
-    body, headers = curl("-H", "accept-encoding: zstd, gzip", f"{server.url}/image.bin")
+    body, headers = curl_headers("-H", "accept-encoding: zstd, gzip", f"{server.url}/image.bin")
     assert "content-encoding" not in headers and "vary" not in headers
     assert len(body) == 200_000
     # identity;q=0 is disregarded for types we never encode (RFC 9110 §12.1 allows it).
-    body, headers = curl("-H", "accept-encoding: identity;q=0", f"{server.url}/image.bin")
+    body, headers = curl_headers("-H", "accept-encoding: identity;q=0", f"{server.url}/image.bin")
     assert headers[":status"] == "200" and len(body) == 200_000
-    body, headers = curl("-H", "accept-encoding: zstd", f"{server.url}/small.txt")
+    body, headers = curl_headers("-H", "accept-encoding: zstd", f"{server.url}/small.txt")
     assert body == b"tiny\n" and headers["vary"] == "accept-encoding"
     assert "content-encoding" not in headers
-    body, headers = curl("-H", "accept-encoding: zstd", f"{server.url}/_h2stream/bytes/100000")
+    body, headers = curl_headers(
+        "-H", "accept-encoding: zstd", f"{server.url}/_h2stream/bytes/100000"
+    )
     assert "content-encoding" not in headers and len(body) == 100_000
 
 
 def test_range_requests_get_identity(server: ServerProcess, text_root: Path) -> None:
     page = (text_root / "page.html").read_bytes()
-    body, headers = curl(
+    body, headers = curl_headers(
         "-H", "accept-encoding: zstd", "-H", "range: bytes=100-", f"{server.url}/page.html"
     )
     assert headers[":status"] == "206" and body == page[100:]
     assert "content-encoding" not in headers
     app_js = (text_root / "app.js").read_bytes()
-    body, headers = curl("-H", "accept-encoding: zstd", "-r", "5-9", f"{server.url}/app.js")
+    body, headers = curl_headers("-H", "accept-encoding: zstd", "-r", "5-9", f"{server.url}/app.js")
     assert headers[":status"] == "206" and body == app_js[5:10]
 
 
 def test_precompressed_siblings(server: ServerProcess, text_root: Path) -> None:
-    identity, plain = curl(f"{server.url}/app.js")
+    identity, plain = curl_headers(f"{server.url}/app.js")
     for coding, suffix in (("zstd", ".zst"), ("gzip", ".gz")):
         sibling = (text_root / f"app.js{suffix}").read_bytes()
-        body, headers = curl("-H", f"accept-encoding: {coding}", f"{server.url}/app.js")
+        body, headers = curl_headers("-H", f"accept-encoding: {coding}", f"{server.url}/app.js")
         assert body == sibling
         assert headers["content-encoding"] == coding
         assert headers["content-type"] == plain["content-type"] == "text/javascript; charset=utf-8"
@@ -201,7 +191,7 @@ def test_precompressed_siblings(server: ServerProcess, text_root: Path) -> None:
         assert headers["vary"] == "accept-encoding"
         assert decode(coding, body) == identity
         # Its own etag revalidates it.
-        _, again = curl(
+        _, again = curl_headers(
             "-H",
             f"accept-encoding: {coding}",
             "-H",
@@ -210,21 +200,21 @@ def test_precompressed_siblings(server: ServerProcess, text_root: Path) -> None:
         )
         assert again[":status"] == "304"
     # With both accepted, the preferred coding's sibling.
-    body, headers = curl("-H", "accept-encoding: gzip, zstd", f"{server.url}/app.js")
+    body, headers = curl_headers("-H", "accept-encoding: gzip, zstd", f"{server.url}/app.js")
     assert headers["content-encoding"] == "zstd"
 
 
 def test_stale_sibling_is_ignored(server: ServerProcess, text_root: Path) -> None:
-    body, headers = curl("-H", "accept-encoding: zstd", f"{server.url}/stale.css")
+    body, headers = curl_headers("-H", "accept-encoding: zstd", f"{server.url}/stale.css")
     assert headers["content-encoding"] == "zstd"
     assert decode("zstd", body) == (text_root / "stale.css").read_bytes()
 
 
 def test_compressed_variant_has_its_own_etag(server: ServerProcess) -> None:
-    _, plain = curl(f"{server.url}/page.html")
-    _, zstd = curl("-H", "accept-encoding: zstd", f"{server.url}/page.html")
+    _, plain = curl_headers(f"{server.url}/page.html")
+    _, zstd = curl_headers("-H", "accept-encoding: zstd", f"{server.url}/page.html")
     assert zstd["etag"] != plain["etag"]
-    _, again = curl(
+    _, again = curl_headers(
         "-H",
         "accept-encoding: zstd",
         "-H",
@@ -233,7 +223,7 @@ def test_compressed_variant_has_its_own_etag(server: ServerProcess) -> None:
     )
     assert again[":status"] == "304" and again["vary"] == "accept-encoding"
     # The identity etag does not validate the compressed variant.
-    _, other = curl(
+    _, other = curl_headers(
         "-H",
         "accept-encoding: zstd",
         "-H",
@@ -275,7 +265,7 @@ def test_gzip_counted(text_root: Path) -> None:
     app = AppServer(text_root, None)
     try:
         before = STATS.body_bytes_gzip
-        body, headers = curl("-H", "accept-encoding: gzip", f"{app.url}/page.html")
+        body, headers = curl_headers("-H", "accept-encoding: gzip", f"{app.url}/page.html")
         assert headers["content-encoding"] == "gzip"
         assert STATS.body_bytes_gzip - before == len(body)
     finally:
@@ -290,7 +280,7 @@ def test_one_gib_zstd_stream_keeps_memory_flat(server_factory: Any) -> None:
     assert identity_size >= 1 << 30
     url = f"{process.url}/_h2stream/ndjson?rows={rows}"
     # Warm up: the row templates and a zstd context exist from here on.
-    curl("-H", "accept-encoding: zstd", f"{process.url}/_h2stream/ndjson?rows=1000")
+    curl_headers("-H", "accept-encoding: zstd", f"{process.url}/_h2stream/ndjson?rows=1000")
     baseline = process.rss()
     samples: list[int] = []
     stop = threading.Event()
@@ -302,14 +292,8 @@ def test_one_gib_zstd_stream_keeps_memory_flat(server_factory: Any) -> None:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    command = [
-        require("curl"),
-        "-s",
-        "-S",
-        "--http2-prior-knowledge",
-        "-H",
-        "accept-encoding: zstd",
-    ]
+    # Bounded by the watchdog below, not by curl.
+    command = curl_command("--http2-prior-knowledge", "-H", "accept-encoding: zstd", max_time=None)
     proc = subprocess.Popen([*command, url], stdout=subprocess.PIPE)
     watchdog = threading.Timer(120, proc.kill)
     watchdog.start()
@@ -353,9 +337,9 @@ def test_a_stalled_zstd_stream_yields_its_context(text_root: Path) -> None:
         assert stalled.until(lambda: len(response.body) >= 4096, timeout=10)
         assert not response.ended  # parked on its window, holding the one context
         started = time.monotonic()
-        other, headers = curl("--compressed", f"{app.url}/_h2stream/ndjson?rows=20000")
+        other, headers = curl_headers("--compressed", f"{app.url}/_h2stream/ndjson?rows=20000")
         assert headers["content-encoding"] == "zstd"
-        assert other == curl(f"{app.url}/_h2stream/ndjson?rows=20000")[0]
+        assert other == curl_headers(f"{app.url}/_h2stream/ndjson?rows=20000")[0]
         assert time.monotonic() - started < 5  # one reclaim check (0.25 s), not a timeout
         assert events["zstd_contexts"] > waits and events["zstd_context_yields"] > yields
         stalled.auto_ack = True
@@ -365,7 +349,7 @@ def test_a_stalled_zstd_stream_yields_its_context(text_root: Path) -> None:
         assert response.status == 200 and response.reset_code is None
         body = bytes(response.body)
         first_frame = zstandard.ZstdDecompressor().decompressobj().decompress(body)
-        identity = curl(f"{app.url}{path}")[0]
+        identity = curl_headers(f"{app.url}{path}")[0]
         assert len(first_frame) < len(identity)  # it did yield mid-body
         assert decode("zstd", body) == identity
     finally:

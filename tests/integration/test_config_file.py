@@ -7,14 +7,12 @@ the SETTINGS_MAX_CONCURRENT_STREAMS it advertises (read by a raw h2 client).
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import h2.settings
-from conftest import REPO
-from h2client import RawH2Client
-from ops_support import Launched, h2stream_command
+from support.clients import RawH2Client, request
+from support.commands import REPO, run_h2stream
+from support.servers import ServerProcess
 
 
 def _roots(tmp_path: Path) -> dict[str, Path]:
@@ -25,16 +23,6 @@ def _roots(tmp_path: Path) -> dict[str, Path]:
         (root / f"from-{name}.txt").write_text(f"{name}\n")
         roots[name] = root
     return roots
-
-
-def _status(port: int, path: str) -> int:
-    client = RawH2Client(port)
-    try:
-        stream_id = client.request(path)
-        assert client.until(lambda: client.responses[stream_id].ended)
-        return client.responses[stream_id].status
-    finally:
-        client.close()
 
 
 def _advertised_streams(port: int) -> int:
@@ -48,17 +36,6 @@ def _advertised_streams(port: int) -> int:
         client.close()
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        h2stream_command(*args),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def test_precedence_cli_over_environment_over_file(tmp_path: Path) -> None:
     roots = _roots(tmp_path)
     config = tmp_path / "h2stream.toml"
@@ -67,9 +44,9 @@ def test_precedence_cli_over_environment_over_file(tmp_path: Path) -> None:
         "graceful_timeout = 2\n"
     )
     # The file alone.
-    server = Launched("serve", "--config", str(config))
+    server = ServerProcess.exact("serve", "--config", str(config))
     try:
-        assert _status(server.port, "/from-file.txt") == 200
+        assert request(server.port, "/from-file.txt").status == 200
         assert _advertised_streams(server.port) == 5
     finally:
         assert server.stop() == 0
@@ -79,18 +56,20 @@ def test_precedence_cli_over_environment_over_file(tmp_path: Path) -> None:
         "H2STREAM_ROOT": str(roots["env"]),
         "H2STREAM_MAX_CONCURRENT_STREAMS": "7",
     }
-    server = Launched("serve", env=env)
+    server = ServerProcess.exact("serve", env=env)
     try:
-        assert _status(server.port, "/from-env.txt") == 200
-        assert _status(server.port, "/from-file.txt") == 404
+        assert request(server.port, "/from-env.txt").status == 200
+        assert request(server.port, "/from-file.txt").status == 404
         assert _advertised_streams(server.port) == 7
     finally:
         assert server.stop() == 0
     # The command line over both.
-    server = Launched("serve", str(roots["cli"]), "--max-concurrent-streams", "9", env=env)
+    server = ServerProcess.exact(
+        "serve", str(roots["cli"]), "--max-concurrent-streams", "9", env=env
+    )
     try:
-        assert _status(server.port, "/from-cli.txt") == 200
-        assert _status(server.port, "/from-env.txt") == 404
+        assert request(server.port, "/from-cli.txt").status == 200
+        assert request(server.port, "/from-env.txt").status == 404
         assert _advertised_streams(server.port) == 9
     finally:
         assert server.stop() == 0
@@ -99,17 +78,17 @@ def test_precedence_cli_over_environment_over_file(tmp_path: Path) -> None:
 def test_unknown_keys_and_bad_values_are_named(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('bind = ["127.0.0.1:0"]\nmax_streams = 10\n')
-    result = _run("serve", str(tmp_path), "--config", str(config))
+    result = run_h2stream("serve", str(tmp_path), "--config", str(config))
     assert result.returncode == 2
     assert "unknown key 'max_streams'" in result.stderr
     assert str(config) in result.stderr
 
-    result = _run("serve", str(tmp_path), env={"H2STREAM_BOGUS_OPTION": "1"})
+    result = run_h2stream("serve", str(tmp_path), env={"H2STREAM_BOGUS_OPTION": "1"})
     assert result.returncode == 2
     assert "H2STREAM_BOGUS_OPTION" in result.stderr
 
     config.write_text('bind = ["127.0.0.1:0"]\nworkers = "many"\n')
-    result = _run("serve", str(tmp_path), "--config", str(config))
+    result = run_h2stream("serve", str(tmp_path), "--config", str(config))
     assert result.returncode == 2
     assert "workers" in result.stderr and "'many'" in result.stderr
 
@@ -120,24 +99,24 @@ def test_check_config_validates_without_serving(tmp_path: Path) -> None:
         f'root = "{tmp_path}"\nbind = ["127.0.0.1:8443", "[::1]:8443"]\nworkers = "auto"\n'
         'pid_file = "/run/h2stream.pid"\nsupervise = true\n'
     )
-    result = _run("check-config", str(good))
+    result = run_h2stream("check-config", str(good))
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout and "2 listener(s)" in result.stdout
     assert "listening" not in result.stdout
 
     bad = tmp_path / "bad.toml"
     bad.write_text("workers = 2\nreload_signal = 'HUP'\n")
-    result = _run("check-config", str(bad))
+    result = run_h2stream("check-config", str(bad))
     assert result.returncode == 1
     assert "unknown key 'reload_signal'" in result.stderr
 
     broken = tmp_path / "broken.toml"
     broken.write_text("workers = \n")
-    result = _run("check-config", str(broken))
+    result = run_h2stream("check-config", str(broken))
     assert result.returncode == 1
     assert str(broken) in result.stderr
 
-    result = _run("check-config", str(tmp_path / "missing.toml"))
+    result = run_h2stream("check-config", str(tmp_path / "missing.toml"))
     assert result.returncode == 1
     assert "no such file" in result.stderr
 
@@ -147,6 +126,6 @@ def test_the_example_config_is_valid(tmp_path: Path) -> None:
     assert 'root = "/srv/h2stream"' in example
     local = tmp_path / "h2stream.toml"
     local.write_text(example.replace('root = "/srv/h2stream"', f'root = "{tmp_path}"'))
-    result = _run("check-config", str(local))
+    result = run_h2stream("check-config", str(local))
     assert result.returncode == 0, result.stderr
     assert "2 listener(s)" in result.stdout

@@ -9,49 +9,22 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import h2.exceptions
 import pytest
-from conftest import SIZES, ServerProcess, require
-from h2client import RawH2Client, Response
+from support.clients import RawH2Client, request
+from support.curl import run_curl
+from support.files import SIZES
+from support.servers import ServerProcess
 
 MIB = SIZES["mib.bin"]
-
-
-def request(
-    port: int,
-    path: str,
-    method: str = "GET",
-    headers: list[tuple[str, str]] | None = None,
-    *,
-    tls: bool = False,
-) -> Response:
-    """One request on a fresh raw h2 connection; the whole response, read within a deadline."""
-    client = RawH2Client(port, tls=tls, auto_ack=True)
-    try:
-        stream_id = client.request(path, method=method, extra=headers)
-        response = client.responses[stream_id]
-        assert client.until(lambda: response.ended, timeout=30), f"{method} {path}: no response"
-        return response
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="module")
 def mib(files_root: Path) -> bytes:
     return (files_root / "mib.bin").read_bytes()
-
-
-def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [require("curl"), "-s", "-S", "--max-time", "30", *args],
-        capture_output=True,
-        timeout=40,
-        check=False,
-    )
 
 
 # --------------------------------------------------------------------------- ranges
@@ -141,13 +114,13 @@ def test_range_over_tls(tls_server: ServerProcess, mib: bytes) -> None:
 
 
 def test_curl_range_and_resume(h2c_server: ServerProcess, mib: bytes, tmp_path: Path) -> None:
-    got = curl("--http2-prior-knowledge", "-r", "0-99", f"{h2c_server.url}/mib.bin")
+    got = run_curl("--http2-prior-knowledge", "-r", "0-99", f"{h2c_server.url}/mib.bin")
     assert got.returncode == 0, got.stderr
     assert got.stdout == mib[:100]
     # A download cut at 500,000 bytes, resumed with "-C -": the joined file is the original.
     partial = tmp_path / "mib.part"
     partial.write_bytes(mib[:500000])
-    resumed = curl(
+    resumed = run_curl(
         "--http2-prior-knowledge",
         "-C",
         "-",
@@ -200,7 +173,7 @@ def test_curl_conditional_get(h2c_server: ServerProcess) -> None:
     etag, last_modified = _validators(h2c_server.port, "/mib.bin")
     url = f"{h2c_server.url}/mib.bin"
     for header in (f"If-None-Match: {etag}", f"If-Modified-Since: {last_modified}"):
-        got = curl("--http2-prior-knowledge", "-H", header, "-w", "%{http_code}", url)
+        got = run_curl("--http2-prior-knowledge", "-H", header, "-w", "%{http_code}", url)
         assert got.returncode == 0, got.stderr
         assert got.stdout == b"304"
 
@@ -219,7 +192,7 @@ def test_other_methods_get_405_with_allow(h2c_server: ServerProcess, method: str
 
 
 def test_curl_delete_gets_405(h2c_server: ServerProcess) -> None:
-    got = curl("--http2-prior-knowledge", "-X", "DELETE", "-i", f"{h2c_server.url}/hello.txt")
+    got = run_curl("--http2-prior-knowledge", "-X", "DELETE", "-i", f"{h2c_server.url}/hello.txt")
     assert got.returncode == 0, got.stderr
     head = got.stdout.split(b"\r\n\r\n", 1)[0].lower()
     assert head.startswith(b"http/2 405")
@@ -299,7 +272,7 @@ def test_missing_is_404(h2c_server: ServerProcess, path: str) -> None:
 
 
 def test_curl_missing_is_404(h2c_server: ServerProcess) -> None:
-    got = curl("--http2-prior-knowledge", "-w", "%{http_code}", "-o", "/dev/null",
+    got = run_curl("--http2-prior-knowledge", "-w", "%{http_code}", "-o", "/dev/null",
                f"{h2c_server.url}/missing.bin")  # fmt: skip
     assert got.stdout == b"404"
 
@@ -396,7 +369,7 @@ def test_traversal_never_escapes_root(jail_server: ServerProcess, jail: Path) ->
 
 def test_curl_path_as_is_traversal(jail_server: ServerProcess) -> None:
     for path in ("/../secret", "/docs/../../secret", "/%2e%2e/secret", "/escape"):
-        got = curl("--http2-prior-knowledge", "--path-as-is", "-w", "\n%{http_code}",
+        got = run_curl("--http2-prior-knowledge", "--path-as-is", "-w", "\n%{http_code}",
                    f"{jail_server.url}{path}")  # fmt: skip
         assert got.returncode == 0, got.stderr
         body, _, status = got.stdout.rpartition(b"\n")

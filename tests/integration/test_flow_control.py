@@ -25,10 +25,11 @@ import h2.errors
 import h2.events
 import h2.settings
 import pytest
-from app_support import wait_for
-from conftest import require, sha256_file
-from h2client import RawH2Client
-from ops_support import metrics_url
+from support.clients import RawH2Client
+from support.commands import require
+from support.files import sha256_file
+from support.metrics import metrics_url
+from support.polling import steady, wait_until
 
 from h2stream.core.stats import STATS
 
@@ -490,19 +491,6 @@ def test_shrinking_file_is_reset_not_ended(
 # -- a client that stops reading -----------------------------------------------------------
 
 
-def wait_until_stable(sample: Callable[[], int], interval: float = 0.5, timeout: float = 10) -> int:
-    """Sample every ``interval`` until two samples in a row agree; fail at ``timeout``."""
-    deadline = time.monotonic() + timeout
-    previous = sample()
-    while time.monotonic() < deadline:
-        time.sleep(interval)
-        current = sample()
-        if current == previous:
-            return current
-        previous = current
-    raise AssertionError(f"still changing after {timeout} s: {previous}")
-
-
 @pytest.mark.slow
 def test_stalled_reader_stops_the_producer(
     inprocess_factory: Callable[..., Any], digests: dict[str, str]
@@ -515,7 +503,7 @@ def test_stalled_reader_stops_the_producer(
         assert client.until(lambda: client.counts[sid] > 0)
         paused_at = time.monotonic()
         # Not reading: the socket buffers fill and the server must stop, windows or not.
-        stalled = wait_until_stable(stats_body_bytes) - before
+        stalled = steady(stats_body_bytes, 0.5, 10, strict=True) - before
         assert stats_body_bytes() - before == stalled
         assert stalled < 64 * MIB, f"{stalled} bytes produced for a client that reads nothing"
         time.sleep(max(0.0, 2.0 - (time.monotonic() - paused_at)))
@@ -712,9 +700,10 @@ def test_read_ahead_budget_is_bounded_and_stale_ones_are_taken_back(
 ) -> None:
     """Clients that stop returning credit cannot pile up read-aheads (at most
     ReadAheadBudget.MAX per worker), and one held too long goes to a stream that moves."""
-    from h2stream.io.readahead import READ_AHEAD_BUDGET, ReadAheadBudget
+    from h2stream.io.readahead import ReadAheadBudget
 
     server = inprocess_factory(busy_poll_us=0)
+    read_ahead = server.server.context.read_ahead  # the worker's budget
     expected = (files_root / "mib.bin").read_bytes()
     clients = [RawH2Client(server.port) for _ in range(ReadAheadBudget.MAX + 2)]
     try:
@@ -724,7 +713,7 @@ def test_read_ahead_budget_is_bounded_and_stale_ones_are_taken_back(
             # One cut run each: every stream is now window-bound and asks for a read-ahead.
             grant(client, sid, 20000)
             assert client.until(lambda c=client, s=sid: body_len(c, s) >= WINDOW + 20000)
-        assert READ_AHEAD_BUDGET.held <= ReadAheadBudget.MAX
+        assert read_ahead.held <= ReadAheadBudget.MAX
         time.sleep(ReadAheadBudget.STALE_SECONDS * 4)  # every holder is stale now
         moved_before = STATS.body_bytes_read_ahead
         for client, sid in zip(clients, sids, strict=True):
@@ -732,7 +721,7 @@ def test_read_ahead_budget_is_bounded_and_stale_ones_are_taken_back(
             assert client.until(lambda c=client, s=sid: body_len(c, s) >= WINDOW + 40000)
             grant(client, sid, 20000)
             assert client.until(lambda c=client, s=sid: body_len(c, s) >= WINDOW + 60000)
-            assert READ_AHEAD_BUDGET.held <= ReadAheadBudget.MAX
+            assert read_ahead.held <= ReadAheadBudget.MAX
         assert STATS.body_bytes_read_ahead > moved_before
         for client, sid in zip(clients, sids, strict=True):
             grant(client, sid, MIB)
@@ -742,7 +731,7 @@ def test_read_ahead_budget_is_bounded_and_stale_ones_are_taken_back(
         for client in clients:
             client.close()
     # Closed connections give theirs back.
-    assert wait_for(lambda: READ_AHEAD_BUDGET.held == 0)
+    assert wait_until(lambda: read_ahead.held == 0)
 
 
 def polls() -> int:
@@ -833,4 +822,4 @@ def test_busy_poll_rests_when_credit_stops_and_still_serves(
         assert bytes(client.responses[ok].body) == (files_root / "hello.txt").read_bytes()
     finally:
         client.close()
-    assert wait_for(lambda: not server.server.connections)
+    assert wait_until(lambda: not server.server.connections)

@@ -10,23 +10,23 @@ to the other node.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, ServerProcess, require
-from ops_support import H2load, assert_all_succeeded, metrics_url, wait_until
+from support.commands import REPO, require
+from support.h2load import H2load, assert_all_succeeded
+from support.metrics import metrics_url, served_2xx
+from support.polling import wait_until
+from support.servers import ServerProcess
 
 from h2stream.runtime.tls import make_self_signed
 
 CONFIG = REPO / "examples" / "haproxy.cfg"
-SERVED_2XX = re.compile(r'^h2stream_streams_total\{status_class="2xx"\} ([\d.e+]+)$', re.M)
 
 
 class HAProxy:
@@ -81,15 +81,6 @@ class HAProxy:
                 self.proc.kill()
         output, _ = self.proc.communicate(timeout=10)
         return output
-
-
-def served_2xx(metrics: str) -> int:
-    """Streams a node answered with 2xx, from its own /metrics."""
-    with urllib.request.urlopen(metrics + "/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    match = SERVED_2XX.search(text)
-    assert match, "no h2stream_streams_total in /metrics"
-    return int(float(match.group(1)))
 
 
 @pytest.fixture

@@ -15,28 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from h2client import RawH2Client
-from observe_support import get, metrics_base, scrape, wait_for
-
-
-@pytest.fixture
-def observed(server_factory: Callable[..., Any]) -> Callable[..., tuple[Any, str]]:
-    def start(*args: str) -> tuple[Any, str]:
-        server = server_factory("--metrics-bind", "127.0.0.1:0", *args)
-        return server, metrics_base(server)
-
-    return start
-
-
-def raw_exchange(base: str, data: bytes, timeout: float = 10.0) -> bytes:
-    """Send ``data`` on a fresh connection; return everything until the server closes it."""
-    host, port = base.removeprefix("http://").rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        sock.sendall(data)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
+from support.clients import RawH2Client, exchange
+from support.metrics import get, scrape
+from support.polling import wait_until
 
 
 def test_health_answers(observed: Callable[..., tuple[Any, str]]) -> None:
@@ -63,12 +44,13 @@ def test_health_answers(observed: Callable[..., tuple[Any, str]]) -> None:
 def test_garbage_and_slow_clients(observed: Callable[..., tuple[Any, str]]) -> None:
     _, base = observed()
     host, port = base.removeprefix("http://").rsplit(":", 1)
-    assert raw_exchange(base, b"\x16\x03\x01\x02\x00garbage\r\n\r\n").startswith(b"HTTP/1.1 400")
-    assert raw_exchange(
-        base, b"GET /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
-    ).startswith(b"HTTP/1.1 400")
+    garbage = b"\x16\x03\x01\x02\x00garbage\r\n\r\n"
+    assert exchange(int(port), garbage).received.startswith(b"HTTP/1.1 400")
+    assert exchange(
+        int(port), b"GET /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+    ).received.startswith(b"HTTP/1.1 400")
     too_long = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20000
-    assert raw_exchange(base, too_long).startswith(b"HTTP/1.1 431")
+    assert exchange(int(port), too_long).received.startswith(b"HTTP/1.1 431")
     # A client that half-closes mid-head gets a 400 and the connection is closed.
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(b"GET /heal")
@@ -94,7 +76,7 @@ def test_readyz_turns_503_while_draining(observed: Callable[..., tuple[Any, str]
         assert client.until(lambda: len(client.responses[stream_id].body) >= 65535)
         assert get(base + "/readyz")[0] == 200
         server.signal(signal.SIGTERM)
-        assert wait_for(lambda: get(base + "/readyz")[0] == 503, timeout=10)
+        assert wait_until(lambda: get(base + "/readyz")[0] == 503, timeout=10)
         assert get(base + "/readyz")[2] == b"draining\n"
         assert get(base + "/healthz")[0] == 200
         # (The client's GOAWAY is not read here: h2's client state machine rejects the PING
@@ -112,4 +94,4 @@ def test_readyz_turns_503_while_draining(observed: Callable[..., tuple[Any, str]
     except subprocess.TimeoutExpired:
         pytest.fail("server did not exit after its drain")
     with pytest.raises(OSError):
-        raw_exchange(base, b"GET /healthz HTTP/1.1\r\n\r\n", timeout=2)
+        exchange(int(base.rsplit(":", 1)[1]), b"GET /healthz HTTP/1.1\r\n\r\n", deadline=2)

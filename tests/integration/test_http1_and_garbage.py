@@ -10,54 +10,15 @@ import os
 import random
 import socket
 import ssl
-import subprocess
 import time
 from dataclasses import dataclass
 
 import pytest
-from conftest import ServerProcess, require
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-# How long the server may take to answer or close; loopback answers take milliseconds.
-DEADLINE = 5.0
-
-
-@dataclass
-class Exchange:
-    received: bytes
-    outcome: str  # "eof", "reset" or "timeout"
-
-
-def exchange(
-    port: int,
-    data: bytes,
-    *,
-    half_close: bool = False,
-    sock: socket.socket | None = None,
-    deadline: float = DEADLINE,
-) -> Exchange:
-    """Send ``data``, then read until the server closes or ``deadline`` seconds pass."""
-    sock = sock or socket.create_connection(("127.0.0.1", port), timeout=deadline)
-    received = bytearray()
-    try:
-        sock.sendall(data)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        end = time.monotonic() + deadline
-        while (left := end - time.monotonic()) > 0:
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                break
-            except (ConnectionResetError, ssl.SSLError, OSError):
-                return Exchange(bytes(received), "reset")
-            if not chunk:
-                return Exchange(bytes(received), "eof")
-            received += chunk
-        return Exchange(bytes(received), "timeout")
-    finally:
-        sock.close()
+from support.clients import EXCHANGE_DEADLINE as DEADLINE
+from support.clients import Exchange, exchange, tls_socket
+from support.curl import run_curl
+from support.frames import FRAME_SIZE_ERROR, GOAWAY, PREFACE, PROTOCOL_ERROR, parse_frames
+from support.servers import ServerProcess
 
 
 @dataclass
@@ -96,14 +57,8 @@ def assert_valid_error(response: Http1Response, *, head: bool = False) -> None:
 
 def assert_serving(server: ServerProcess) -> None:
     """A real client still gets a file from the server."""
-    result = subprocess.run(
-        [require("curl"), "-s", "-S", "--max-time", "20"]
-        + (["-k", "--http2"] if server.url.startswith("https") else ["--http2-prior-knowledge"])
-        + [f"{server.url}/hello.txt"],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
+    options = ["-k", "--http2"] if server.url.startswith("https") else ["--http2-prior-knowledge"]
+    result = run_curl(*options, f"{server.url}/hello.txt", max_time=20)
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"hello, h2stream\n"
 
@@ -154,22 +109,13 @@ def test_http1_head_gets_505_without_body(h2c_server: ServerProcess) -> None:
 
 
 def test_curl_http11_gets_505(h2c_server: ServerProcess) -> None:
-    result = subprocess.run(
-        [
-            require("curl"),
-            "-s",
-            "-S",
-            "--max-time",
-            "20",
-            "--http1.1",
-            "-w",
-            "\n%{http_code} %{http_version}",
-            f"{h2c_server.url}/hello.txt",
-        ],
-        capture_output=True,
+    result = run_curl(
+        "--http1.1",
+        "-w",
+        "\n%{http_code} %{http_version}",
+        f"{h2c_server.url}/hello.txt",
+        max_time=20,
         text=True,
-        timeout=30,
-        check=False,
     )
     assert result.returncode == 0, result.stderr
     body, _, status = result.stdout.rpartition("\n")
@@ -254,28 +200,10 @@ def test_broken_preface_is_refused(h2c_server: ServerProcess, data: bytes) -> No
     assert_serving(h2c_server)
 
 
-def _frames(data: bytes) -> list[tuple[int, int, bytes]]:
-    """(type, stream id, payload) of each complete frame in ``data``."""
-    frames = []
-    at = 0
-    while at + 9 <= len(data):
-        length = int.from_bytes(data[at : at + 3], "big")
-        kind = data[at + 3]
-        stream_id = int.from_bytes(data[at + 5 : at + 9], "big") & 0x7FFFFFFF
-        frames.append((kind, stream_id, data[at + 9 : at + 9 + length]))
-        at += 9 + length
-    return frames
-
-
-GOAWAY = 7
-PROTOCOL_ERROR = 1
-FRAME_SIZE_ERROR = 6
-
-
 def _goaway_code(received: bytes) -> int | None:
-    for kind, _, payload in _frames(received):
-        if kind == GOAWAY and len(payload) >= 8:
-            return int.from_bytes(payload[4:8], "big")
+    for frame in parse_frames(received, whole=False):
+        if frame.kind == GOAWAY and len(frame.payload) >= 8:
+            return int.from_bytes(frame.payload[4:8], "big")
     return None
 
 
@@ -312,20 +240,10 @@ def test_many_garbage_connections_then_serving(h2c_server: ServerProcess) -> Non
 # --------------------------------------------------------------------------- TLS
 
 
-def _tls_socket(port: int, alpn: list[str] | None) -> ssl.SSLSocket:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    if alpn is not None:
-        context.set_alpn_protocols(alpn)
-    sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
-    return context.wrap_socket(sock, server_hostname="localhost")
-
-
 @pytest.mark.parametrize("alpn", [["http/1.1"], None], ids=["alpn-http1.1", "no-alpn"])
 def test_tls_without_h2_is_refused(tls_server: ServerProcess, alpn: list[str] | None) -> None:
     try:
-        sock = _tls_socket(tls_server.port, alpn)
+        sock = tls_socket(tls_server.port, alpn, timeout=DEADLINE)
     except ssl.SSLError:
         pass  # refused in the handshake (no_application_protocol alert): clean too
     else:
@@ -343,22 +261,14 @@ def test_tls_without_h2_is_refused(tls_server: ServerProcess, alpn: list[str] | 
 
 
 def test_curl_tls_http11_is_refused(tls_server: ServerProcess) -> None:
-    result = subprocess.run(
-        [
-            require("curl"),
-            "-s",
-            "-k",
-            "--max-time",
-            "20",
-            "--http1.1",
-            "-w",
-            "\n%{http_code}",
-            f"{tls_server.url}/hello.txt",
-        ],
-        capture_output=True,
+    result = run_curl(
+        "-k",
+        "--http1.1",
+        "-w",
+        "\n%{http_code}",
+        f"{tls_server.url}/hello.txt",
+        max_time=20,
         text=True,
-        timeout=30,
-        check=False,
     )
     # Either a 505 over HTTP/1.1, or a connection closed before any response (code 000).
     body, _, status = result.stdout.rpartition("\n")
@@ -380,7 +290,7 @@ def test_garbage_on_tls_port_is_closed(tls_server: ServerProcess) -> None:
 
 def test_tls_h2_still_works_next_to_refusals(tls_server: ServerProcess) -> None:
     """After the refusals above, ALPN h2 is selected and a file comes back."""
-    sock = _tls_socket(tls_server.port, ["h2", "http/1.1"])
+    sock = tls_socket(tls_server.port, ["h2", "http/1.1"], timeout=DEADLINE)
     try:
         assert sock.selected_alpn_protocol() == "h2"
     finally:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import SIZES, ServerProcess, require
-from h2client import RawH2Client, Response
+from support.clients import request
+from support.commands import require
+from support.curl import curl_fetch, run_curl
+from support.downloads import Fetched, stream_command
+from support.files import SIZES
+from support.servers import ServerProcess
 
 INTEGRITY_FILES = [
     "empty.bin",
@@ -38,57 +40,8 @@ SMALL_TIMEOUT = 15.0
 READ_TIMEOUT = 10.0
 
 
-@dataclass
-class Fetched:
-    sha256: str
-    size: int
-    returncode: int
-    stderr: str
-
-
-def stream_command(command: Sequence[str], timeout: float = FETCH_TIMEOUT) -> Fetched:
-    """Run ``command``, hashing its stdout as it streams (never holding the body in memory)."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # A watchdog bounds the blocking reads below: on expiry the client is killed, stdout ends.
-    watchdog = threading.Timer(timeout, proc.kill)
-    watchdog.start()
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        while chunk := proc.stdout.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-        stderr = proc.stderr.read().decode(errors="replace")
-        returncode = proc.wait(timeout=10)
-    finally:
-        timed_out = not watchdog.is_alive()
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-    assert not timed_out, f"{command[0]} did not finish within {timeout} s"
-    return Fetched(digest.hexdigest(), size, returncode, stderr)
-
-
-def curl_fetch(url: str, *options: str) -> tuple[Fetched, str, str]:
-    """GET ``url`` with curl; return the hashed body, the status code and the HTTP version."""
-    curl = require("curl")
-    command = [
-        curl,
-        "-s",
-        "-S",
-        "--max-time",
-        str(int(FETCH_TIMEOUT if "f256m" in url else SMALL_TIMEOUT)),
-        "-w",
-        "%{stderr}\n%{http_code} %{http_version}\n",
-        *options,
-        url,
-    ]
-    fetched = stream_command(command)
-    last = fetched.stderr.strip().splitlines()[-1] if fetched.stderr.strip() else ""
-    code, _, version = last.partition(" ")
-    return fetched, code, version
+def _max_time(name: str) -> float:
+    return FETCH_TIMEOUT if name == "f256m.bin" else SMALL_TIMEOUT
 
 
 def _check(fetched: Fetched, name: str, digests: dict[str, str]) -> None:
@@ -104,7 +57,8 @@ def _check(fetched: Fetched, name: str, digests: dict[str, str]) -> None:
 def test_curl_prior_knowledge(
     h2c_server: ServerProcess, digests: dict[str, str], name: str
 ) -> None:
-    fetched, code, version = curl_fetch(f"{h2c_server.url}/{name}", "--http2-prior-knowledge")
+    url = f"{h2c_server.url}/{name}"
+    fetched, code, version = curl_fetch(url, "--http2-prior-knowledge", max_time=_max_time(name))
     assert (code, version) == ("200", "2")
     _check(fetched, name, digests)
 
@@ -112,14 +66,16 @@ def test_curl_prior_knowledge(
 @pytest.mark.parametrize("name", INTEGRITY_FILES)
 def test_curl_upgrade_h2c(h2c_server: ServerProcess, digests: dict[str, str], name: str) -> None:
     # --http2 on http:// sends "Upgrade: h2c"; the answer must really come back over HTTP/2.
-    fetched, code, version = curl_fetch(f"{h2c_server.url}/{name}", "--http2")
+    url = f"{h2c_server.url}/{name}"
+    fetched, code, version = curl_fetch(url, "--http2", max_time=_max_time(name))
     assert (code, version) == ("200", "2")
     _check(fetched, name, digests)
 
 
 @pytest.mark.parametrize("name", INTEGRITY_FILES)
 def test_curl_tls(tls_server: ServerProcess, digests: dict[str, str], name: str) -> None:
-    fetched, code, version = curl_fetch(f"{tls_server.url}/{name}", "-k", "--http2")
+    url = f"{tls_server.url}/{name}"
+    fetched, code, version = curl_fetch(url, "-k", "--http2", max_time=_max_time(name))
     assert (code, version) == ("200", "2")
     _check(fetched, name, digests)
 
@@ -222,44 +178,26 @@ def test_httpx_many_streams_on_one_connection(
 # --------------------------------------------------------------------------- headers, HEAD
 
 
-def _raw_get(port: int, path: str, method: str = "GET", *, tls: bool = False) -> Response:
-    """One request on a fresh raw h2 connection (``:path`` sent verbatim)."""
-    client = RawH2Client(port, tls=tls, auto_ack=True)
-    try:
-        stream_id = client.request(path, method=method)
-        response = client.responses[stream_id]
-        assert client.until(lambda: response.ended, timeout=20), f"{method} {path}: no response"
-        return response
-    finally:
-        client.close()
-
-
 @pytest.mark.parametrize("tls", [False, True], ids=["h2c", "tls"])
 def test_head_has_headers_and_no_body(
     h2c_server: ServerProcess, tls_server: ServerProcess, tls: bool
 ) -> None:
     server = tls_server if tls else h2c_server
-    got = _raw_get(server.port, "/mib.bin", "HEAD", tls=tls)
+    got = request(server.port, "/mib.bin", "HEAD", tls=tls)
     headers = got.headers
     assert got.status == 200
     assert headers[b"content-length"] == str(SIZES["mib.bin"]).encode()
     assert got.body == b""
     # And the same exchange as curl sees it.
     options = ["-k", "--http2"] if tls else ["--http2-prior-knowledge"]
-    result = subprocess.run(
-        [require("curl"), "-s", "-S", "-I", *options, f"{server.url}/f16385.bin"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_curl("-I", *options, f"{server.url}/f16385.bin", text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("HTTP/2 200")
     assert "content-length: 16385" in result.stdout.lower()
 
 
 def test_file_response_headers(h2c_server: ServerProcess, files_root: Path) -> None:
-    got = _raw_get(h2c_server.port, "/hello.txt")
+    got = request(h2c_server.port, "/hello.txt")
     headers = got.headers
     assert got.status == 200
     assert got.body == (files_root / "hello.txt").read_bytes()
@@ -272,32 +210,36 @@ def test_file_response_headers(h2c_server: ServerProcess, files_root: Path) -> N
     assert headers[b"date"].endswith(b" GMT")
     assert headers[b"server"]
     # Extension decides the type: binary data is not text.
-    binary = _raw_get(h2c_server.port, "/kib.bin").headers
+    binary = request(h2c_server.port, "/kib.bin").headers
     assert binary[b"content-type"] == b"application/octet-stream"
-    html = _raw_get(h2c_server.port, "/docs/index.html").headers
+    html = request(h2c_server.port, "/docs/index.html").headers
     assert html[b"content-type"].startswith(b"text/html")
     # The same file answers with the same validators.
-    again = _raw_get(h2c_server.port, "/hello.txt").headers
+    again = request(h2c_server.port, "/hello.txt").headers
     assert again[b"etag"] == etag
     assert again[b"last-modified"] == headers[b"last-modified"]
 
 
 @pytest.mark.parametrize("path", ["/docs/", "/docs"])
 def test_directory_serves_its_index(h2c_server: ServerProcess, files_root: Path, path: str) -> None:
-    got = _raw_get(h2c_server.port, path)
+    got = request(h2c_server.port, path)
     assert got.status == 200
     assert got.body == (files_root / "docs" / "index.html").read_bytes()
 
 
 def test_percent_encoded_name(h2c_server: ServerProcess, files_root: Path) -> None:
     expected = (files_root / "space name.txt").read_bytes()
-    assert _raw_get(h2c_server.port, "/space%20name.txt").body == expected
-    fetched, code, _ = curl_fetch(f"{h2c_server.url}/space%20name.txt", "--http2-prior-knowledge")
+    assert request(h2c_server.port, "/space%20name.txt").body == expected
+    fetched, code, _ = curl_fetch(
+        f"{h2c_server.url}/space%20name.txt",
+        "--http2-prior-knowledge",
+        max_time=_max_time("space name.txt"),
+    )
     assert code == "200"
     assert fetched.sha256 == hashlib.sha256(expected).hexdigest()
 
 
 def test_query_string_does_not_change_the_file(h2c_server: ServerProcess, files_root: Path) -> None:
-    got = _raw_get(h2c_server.port, "/hello.txt?v=123")
+    got = request(h2c_server.port, "/hello.txt?v=123")
     assert got.status == 200
     assert got.body == (files_root / "hello.txt").read_bytes()

@@ -8,13 +8,10 @@ to that test alone.
 from __future__ import annotations
 
 import gc
-import hashlib
 import signal
 import socket
 import ssl
-import struct
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,8 +19,19 @@ from typing import Any
 import h2.events
 import h2.settings
 import pytest
-from conftest import SIZES, ServerProcess, require
-from h2client import RawH2Client, Response
+from support.clients import (
+    RawH2Client,
+    Response,
+    abort,
+    connection_refused,
+    read_until_closed,
+    request,
+)
+from support.curl import curl_download
+from support.files import SIZES
+from support.frames import GOAWAY, parse_frames
+from support.polling import steady, wait_until
+from support.servers import ServerProcess
 
 from h2stream.runtime.memory import IDLE_DELAY
 
@@ -32,41 +40,12 @@ MAX_WINDOW = 2**31 - 1
 LARGE_WINDOWS = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: MAX_WINDOW}
 
 
-def settle(read: Callable[[], int], target: int, timeout: float = 10.0) -> int:
-    """Poll ``read()`` until it is at most ``target`` or ``timeout`` passes; the last value."""
-    deadline = time.monotonic() + timeout
-    value = read()
-    while value > target and time.monotonic() < deadline:
-        time.sleep(0.1)
-        value = read()
-    return value
-
-
-def steady(read: Callable[[], int], timeout: float = 3.0) -> int:
-    """``read()`` once two readings 0.2 s apart agree (or at ``timeout``): a settled baseline."""
-    deadline = time.monotonic() + timeout
-    value = read()
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        again = read()
-        if again == value:
-            break
-        value = again
-    return value
-
-
 def fetch_small(server: ServerProcess, *, tls: bool = False) -> Response:
     """The server still serves: a small file on a fresh connection."""
-    client = RawH2Client(server.port, tls=tls, auto_ack=True)
-    try:
-        stream_id = client.request("/hello.txt")
-        response = client.responses[stream_id]
-        assert client.until(lambda: response.ended, timeout=20), "no answer to a small GET"
-        assert response.status == 200
-        assert bytes(response.body) == b"hello, h2stream\n"
-        return response
-    finally:
-        client.close()
+    response = request(server.port, "/hello.txt", tls=tls, timeout=20)
+    assert response.status == 200
+    assert bytes(response.body) == b"hello, h2stream\n"
+    return response
 
 
 def assert_no_internal_errors(server: ServerProcess) -> None:
@@ -78,89 +57,21 @@ def assert_no_internal_errors(server: ServerProcess) -> None:
     )
 
 
-def connection_refused(port: int) -> bool:
-    try:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=2)
-    except (ConnectionRefusedError, ConnectionResetError):
-        # Reset: the connect raced the listener's close and was dropped from its backlog.
-        return True
-    sock.close()
-    return False
-
-
 # --------------------------------------------------------------------------- SIGTERM
-
-GOAWAY = 7
 
 
 def read_frames(sock: socket.socket, timeout: float) -> tuple[list[tuple[int, int, bytes]], bool]:
     """Raw frames (type, stream id, payload) until EOF or ``timeout``; and whether EOF came."""
-    data = bytearray()
-    closed = False
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            break
-        except ConnectionResetError:
-            closed = True
-            break
-        if not chunk:
-            closed = True
-            break
-        data += chunk
-    frames = []
-    at = 0
-    while at + 9 <= len(data):
-        length = int.from_bytes(data[at : at + 3], "big")
-        stream_id = int.from_bytes(data[at + 5 : at + 9], "big") & 0x7FFFFFFF
-        frames.append((data[at + 3], stream_id, bytes(data[at + 9 : at + 9 + length])))
-        at += 9 + length
-    return frames, closed
-
-
-class StreamingCurl:
-    """curl downloading into sha256 on a thread, so the test can act while bytes flow."""
-
-    def __init__(self, url: str, *options: str) -> None:
-        self.proc = subprocess.Popen(
-            [require("curl"), "-s", "-S", "--max-time", "90", *options, url],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        self.digest = hashlib.sha256()
-        self.size = 0
-        self.progress = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while chunk := self.proc.stdout.read(1 << 20):
-            self.digest.update(chunk)
-            self.size += len(chunk)
-            if self.size >= 16 << 20:
-                self.progress.set()
-
-    def finish(self, timeout: float = 120) -> tuple[int, str]:
-        self._thread.join(timeout)
-        try:
-            code = self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            pytest.fail("curl did not finish")
-        assert self.proc.stderr is not None
-        return code, self.proc.stderr.read().decode(errors="replace")
+    result = read_until_closed(sock, timeout)
+    frames = parse_frames(result.received, whole=False)
+    return [(f.kind, f.stream_id, f.payload) for f in frames], result.outcome != "timeout"
 
 
 def test_sigterm_lets_a_download_finish(
     server_factory: Callable[..., ServerProcess], digests: dict[str, str]
 ) -> None:
     server = server_factory("--graceful-timeout", "20")
-    curl = StreamingCurl(f"{server.url}/{BIG}", "--http2-prior-knowledge", "--limit-rate", "100M")
+    curl = curl_download(f"{server.url}/{BIG}", "--http2-prior-knowledge", "--limit-rate", "100M")
     try:
         assert curl.progress.wait(30), "the download did not start"
         server.signal(signal.SIGTERM)
@@ -230,13 +141,6 @@ def test_sigterm_with_stalled_client_exits_after_graceful_timeout(
 # --------------------------------------------------------------------------- disconnects
 
 
-def _abort(sock: socket.socket, rst: bool) -> None:
-    if rst:
-        # SO_LINGER 0: close() sends RST instead of FIN.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
 def _aborted_download(server: ServerProcess, index: int, *, tls: bool = False) -> None:
     """One download of the 256 MiB file, abandoned in one of several ways."""
     mode = index % 5
@@ -259,7 +163,7 @@ def _aborted_download(server: ServerProcess, index: int, *, tls: bool = False) -
             client.conn.reset_stream(stream_id, 8)
             client.flush()
     finally:
-        _abort(client.sock, rst=index % 2 == 0)
+        abort(client.sock, rst=index % 2 == 0)
 
 
 def test_aborted_downloads_leave_no_fd_open(server_factory: Callable[..., ServerProcess]) -> None:
@@ -268,10 +172,10 @@ def test_aborted_downloads_leave_no_fd_open(server_factory: Callable[..., Server
     baseline = steady(server.fd_count)
     for index in range(200):
         _aborted_download(server, index)
-    after = settle(server.fd_count, baseline, timeout=10)
+    after = wait_until(server.fd_count, 10, until=lambda fds: fds <= baseline)
     assert after <= baseline, f"{after - baseline} fds left open after 200 aborted downloads"
     fetch_small(server)
-    assert settle(server.fd_count, baseline, timeout=5) <= baseline
+    assert wait_until(server.fd_count, 5, until=lambda fds: fds <= baseline) <= baseline
     assert server.proc.poll() is None
     assert_no_internal_errors(server)
 
@@ -284,7 +188,7 @@ def test_aborted_tls_downloads_leave_no_fd_open(
     baseline = steady(server.fd_count)
     for index in range(40):
         _aborted_download(server, index, tls=True)
-    after = settle(server.fd_count, baseline, timeout=10)
+    after = wait_until(server.fd_count, 10, until=lambda fds: fds <= baseline)
     assert after <= baseline, f"{after - baseline} fds left open after 40 aborted TLS downloads"
     fetch_small(server, tls=True)
     assert_no_internal_errors(server)
@@ -296,11 +200,11 @@ def test_curl_killed_mid_download(server_factory: Callable[..., ServerProcess]) 
     fetch_small(server)
     baseline = steady(server.fd_count)
     for _ in range(5):
-        curl = StreamingCurl(f"{server.url}/{BIG}", "--http2-prior-knowledge")
+        curl = curl_download(f"{server.url}/{BIG}", "--http2-prior-knowledge")
         assert curl.progress.wait(30)
         curl.proc.kill()
         curl.finish()
-    assert settle(server.fd_count, baseline, timeout=10) <= baseline
+    assert wait_until(server.fd_count, 10, until=lambda fds: fds <= baseline) <= baseline
     fetch_small(server)
     assert_no_internal_errors(server)
 
@@ -372,7 +276,7 @@ def test_memory_flat_with_200_unread_streams(
         assert server.rss() - baseline_rss <= MEMORY_BOUND
     finally:
         client.close()
-    assert settle(server.fd_count, baseline_fds, timeout=10) <= baseline_fds
+    assert wait_until(server.fd_count, 10, until=lambda fds: fds <= baseline_fds) <= baseline_fds
     fetch_small(server, tls=tls)
     assert server.rss() - baseline_rss <= MEMORY_BOUND
 

@@ -6,72 +6,10 @@ must be done and succeed with a 2xx, and the server must still serve afterwards.
 
 from __future__ import annotations
 
-import re
-import subprocess
-from dataclasses import dataclass
-
 import pytest
-from conftest import SIZES, ServerProcess, require
-
-_REQUESTS = re.compile(
-    r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
-    r"(\d+) errored",
-    re.M,
-)
-_STATUS = re.compile(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", re.M)
-_TRAFFIC_DATA = re.compile(r"^traffic: .*?, [\d.]+[KMG]?B \((\d+)\) data", re.M)
-_PROTOCOL = re.compile(r"^Application protocol: (\S+)", re.M)
-
-
-@dataclass
-class H2loadRun:
-    total: int
-    started: int
-    done: int
-    succeeded: int
-    failed: int
-    errored: int
-    status_2xx: int
-    status_other: int
-    data_bytes: int
-    protocol: str
-    output: str
-
-
-def h2load(url: str, *args: str, timeout: float = 240) -> H2loadRun:
-    # -N: a connection silent for 15 s is given up (its requests fail) instead of waited on.
-    command = [require("h2load"), "-N", "15", *args, url]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"h2load did not finish within {timeout} s: {exc.stdout!r}")
-    output = result.stdout + result.stderr
-    requests = _REQUESTS.search(output)
-    status = _STATUS.search(output)
-    traffic = _TRAFFIC_DATA.search(output)
-    protocol = _PROTOCOL.search(output)
-    assert requests and status and traffic, f"unexpected h2load output:\n{output}"
-    total, started, done, succeeded, failed, errored = map(int, requests.groups())
-    s2xx, s3xx, s4xx, s5xx = map(int, status.groups())
-    return H2loadRun(
-        total=total,
-        started=started,
-        done=done,
-        succeeded=succeeded,
-        failed=failed,
-        errored=errored,
-        status_2xx=s2xx,
-        status_other=s3xx + s4xx + s5xx,
-        data_bytes=int(traffic.group(1)),
-        protocol=protocol.group(1) if protocol else "",
-        output=output,
-    )
-
-
-def assert_all_succeeded(run: H2loadRun, n: int) -> None:
-    assert (run.total, run.started, run.done, run.succeeded) == (n, n, n, n), run.output
-    assert (run.failed, run.errored) == (0, 0), run.output
-    assert (run.status_2xx, run.status_other) == (n, 0), run.output
+from support.files import SIZES
+from support.h2load import assert_all_succeeded, h2load
+from support.servers import ServerProcess
 
 
 def assert_still_serving(server: ServerProcess) -> None:

@@ -19,9 +19,10 @@ import h2.events
 import h2.settings
 import httpx
 import pytest
-from conftest import SIZES
-from h2client import RawH2Client
-from observe_support import Scrape, metrics_base, scrape, wait_for
+from support.clients import RawH2Client
+from support.files import SIZES
+from support.metrics import Scrape, scrape
+from support.polling import wait_until
 
 import h2stream
 from h2stream.observe import metrics
@@ -29,17 +30,6 @@ from h2stream.observe.metrics import Snapshot
 
 BODY = "h2stream_response_body_bytes_total"
 FILES = ["mib.bin", "f16385.bin", "kib.bin", "one.bin"]
-
-
-@pytest.fixture
-def observed(server_factory: Callable[..., Any]) -> Callable[..., tuple[Any, str]]:
-    """Start a server with a metrics listener; return it and the listener's base URL."""
-
-    def start(*args: str) -> tuple[Any, str]:
-        server = server_factory("--metrics-bind", "127.0.0.1:0", *args)
-        return server, metrics_base(server)
-
-    return start
 
 
 def download(url: str, names: list[str], tls: bool) -> list[int]:
@@ -128,7 +118,7 @@ def test_body_bytes_by_mode_equal_what_was_sent(
     assert got.value("h2stream_stream_duration_seconds_bucket", le="+Inf") == len(FILES)
     assert got.value("h2stream_stream_duration_seconds_sum") > 0
     # The connection is gone once curl has exited (the server notices the close).
-    assert wait_for(lambda: scrape(base).value("h2stream_connections_active") == 0)
+    assert wait_until(lambda: scrape(base).value("h2stream_connections_active") == 0)
     assert scrape(base).value("h2stream_streams_active") == 0
 
 
@@ -203,7 +193,7 @@ def test_resets_and_goaways_by_error_code(observed: Callable[..., tuple[Any, str
         assert client.until(lambda: client.closed, timeout=10)
     finally:
         client.close()
-    assert wait_for(
+    assert wait_until(
         lambda: scrape(base).value("h2stream_goaway_received_total", code="NO_ERROR") == 1
     )
     got = scrape(base)
@@ -216,7 +206,7 @@ def test_resets_and_goaways_by_error_code(observed: Callable[..., tuple[Any, str
         assert bad.until(lambda: bad.goaway is not None or bad.closed)
     finally:
         bad.close()
-    assert wait_for(
+    assert wait_until(
         lambda: scrape(base).value("h2stream_goaway_sent_total", code="PROTOCOL_ERROR") == 1
     )
 

@@ -6,28 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import signal
-import socket
-import ssl
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-from conftest import LISTEN_LINE, REPO, ServerProcess, require
-from h2client import RawH2Client
-from ops_support import (
-    H2load,
-    Launched,
-    assert_all_succeeded,
-    h2stream_command,
-    log_text,
-    readline_within,
-    wait_for_log,
-    wait_for_workers,
-    wait_until,
-    worker_pids,
-)
+from support.clients import RawH2Client, request, tls_socket
+from support.commands import require
+from support.h2load import H2load, assert_all_succeeded
+from support.polling import wait_until
+from support.servers import ServerProcess, wait_for_workers, worker_pids
 
 from h2stream.runtime.tls import make_self_signed
 
@@ -53,7 +41,7 @@ def test_sighup_during_long_downloads_fails_no_request(
     time.sleep(0.7)
     assert downloads.running(), "the downloads ended before the reload: not a test"
     server.signal(signal.SIGHUP)
-    assert wait_for_log(server, "reloaded: pids", timeout=30), log_text(server)
+    assert server.wait_for_log("reloaded: pids", timeout=30), server.log_text()
     reloaded_while_downloading = downloads.running()
     new = wait_for_workers(server.pid, 2, without=old)
     assert_all_succeeded(downloads.result(), expected=8)
@@ -71,16 +59,6 @@ def test_sighup_during_long_downloads_fails_no_request(
         client.close()
 
 
-def _get(port: int, path: str, tls: bool = False) -> int:
-    client = RawH2Client(port, tls=tls)
-    try:
-        stream_id = client.request(path)
-        assert client.until(lambda: client.responses[stream_id].ended)
-        return client.responses[stream_id].status
-    finally:
-        client.close()
-
-
 def test_sighup_rereads_the_config_file_and_a_bad_one_changes_nothing(tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
@@ -89,38 +67,31 @@ def test_sighup_rereads_the_config_file_and_a_bad_one_changes_nothing(tmp_path: 
     (second / "only-second.txt").write_text("2\n")
     config = tmp_path / "h2stream.toml"
     config.write_text(f'root = "{first}"\nbind = ["127.0.0.1:0"]\nworkers = 2\n')
-    server = Launched("serve", "--config", str(config))
+    server = ServerProcess.exact("serve", "--config", str(config))
     try:
         old = wait_for_workers(server.pid, 2)
-        assert _get(server.port, "/only-first.txt") == 200
+        assert request(server.port, "/only-first.txt").status == 200
         # A broken file: logged, and the running workers stay.
         config.write_text(f'root = "{second}"\nbind = ["127.0.0.1:0"]\nworkers = 2\nbogus = 1\n')
         server.signal(signal.SIGHUP)
-        assert wait_for_log(server, "reload abandoned"), log_text(server)
-        assert "unknown key 'bogus'" in log_text(server)
+        assert server.wait_for_log("reload abandoned"), server.log_text()
+        assert "unknown key 'bogus'" in server.log_text()
         assert worker_pids(server.pid) == old
         # A good one: new root, one worker more; the port (chosen at start) stays.
         config.write_text(f'root = "{second}"\nbind = ["127.0.0.1:0"]\nworkers = 3\n')
         server.signal(signal.SIGHUP)
-        assert wait_for_log(server, "reloaded: pids"), log_text(server)
+        assert server.wait_for_log("reloaded: pids"), server.log_text()
         new = wait_for_workers(server.pid, 3, without=old)
         assert len(new) == 3
-        assert _get(server.port, "/only-second.txt") == 200
-        assert _get(server.port, "/only-first.txt") == 404
+        assert request(server.port, "/only-second.txt").status == 200
+        assert request(server.port, "/only-first.txt").status == 404
     finally:
         server.stop()
     assert server.proc.returncode == 0
 
 
 def _certificate_digest(port: int) -> str:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["h2"])
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
-        context.wrap_socket(sock, server_hostname="localhost") as tls,
-    ):
+    with tls_socket(port) as tls:
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return hashlib.sha256(der).hexdigest()
@@ -129,28 +100,10 @@ def _certificate_digest(port: int) -> str:
 def test_sighup_loads_renewed_tls_certificates(files_root: Path, tmp_path: Path) -> None:
     require("openssl")
     certfile, keyfile = make_self_signed(str(tmp_path))
-    server = subprocess.Popen(
-        h2stream_command(
-            "serve",
-            str(files_root),
-            "--bind",
-            "127.0.0.1:0",
-            "--supervise",
-            "--certfile",
-            certfile,
-            "--keyfile",
-            keyfile,
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    server = ServerProcess(files_root, "--supervise", "--certfile", certfile, "--keyfile", keyfile)
     try:
-        assert server.stdout is not None
-        match = LISTEN_LINE.search(readline_within(server.stdout, 20))
-        assert match and match.group(1) == "https", "no TLS listener"
-        port = int(match.group(3))
+        assert server.url.startswith("https:"), "no TLS listener"
+        port = server.port
         before = _certificate_digest(port)
         # Renewed in place, as certbot or an operator would: same paths, new certificate.
         renewed = tmp_path / "renewed"
@@ -159,10 +112,10 @@ def test_sighup_loads_renewed_tls_certificates(files_root: Path, tmp_path: Path)
         Path(new_cert).replace(certfile)
         Path(new_key).replace(keyfile)
         assert _certificate_digest(port) == before  # nothing changes until SIGHUP
-        server.send_signal(signal.SIGHUP)
+        server.signal(signal.SIGHUP)
         after = wait_until(lambda: (d := _certificate_digest(port)) != before and d, 30)
         assert after, "the renewed certificate was never served"
-        assert _get(port, "/hello.txt", tls=True) == 200
+        assert request(port, "/hello.txt", tls=True).status == 200
     finally:
-        server.send_signal(signal.SIGTERM)
+        server.signal(signal.SIGTERM)
         assert server.wait(20) == 0

@@ -10,35 +10,22 @@ import os
 import pty
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
-from conftest import REPO
-from h2client import RawH2Client
-from observe_support import metrics_base
+from support.clients import RawH2Client
+from support.commands import REPO, h2stream_command, run_h2stream
+from support.metrics import metrics_url
 
 from h2stream.observe.top import CLEAR
-
-TOP = [sys.executable, "-m", "h2stream", "top"]
-
-
-def run_top(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*TOP, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
 
 
 def test_top_shows_live_figures(server_factory: Callable[..., Any]) -> None:
     server = server_factory("--metrics-bind", "127.0.0.1:0")
-    base = metrics_base(server)
+    base = metrics_url(server)
     # Traffic while top watches: one stalled download (a stall, an active stream) and a
     # stream of small requests.
     stalled = RawH2Client(server.port, auto_ack=False)
@@ -54,7 +41,7 @@ def test_top_shows_live_figures(server_factory: Callable[..., Any]) -> None:
         stream_id = stalled.request("/mib.bin")
         assert stalled.until(lambda: len(stalled.responses[stream_id].body) >= 65535)
         worker.start()
-        done = run_top("--metrics", base, "--iterations", "2", "--interval", "0.5")
+        done = run_h2stream("top", "--metrics", base, "--iterations", "2", "--interval", "0.5")
     finally:
         stop.set()
         worker.join(15)
@@ -79,19 +66,19 @@ def test_top_shows_live_figures(server_factory: Callable[..., Any]) -> None:
 
 def test_top_in_a_terminal_redraws(server_factory: Callable[..., Any]) -> None:
     server = server_factory("--metrics-bind", "127.0.0.1:0")
-    base = metrics_base(server)
+    base = metrics_url(server)
     controller, terminal = pty.openpty()
     try:
         proc = subprocess.Popen(
-            [
-                *TOP,
+            h2stream_command(
+                "top",
                 "--metrics",
                 base.removeprefix("http://"),
                 "--iterations",
                 "2",
                 "--interval",
                 "0.2",
-            ],
+            ),
             stdout=terminal,
             stderr=subprocess.PIPE,
             cwd=REPO,
@@ -120,6 +107,6 @@ def test_top_in_a_terminal_redraws(server_factory: Callable[..., Any]) -> None:
 
 
 def test_top_reports_an_unreachable_server() -> None:
-    done = run_top("--metrics", "http://127.0.0.1:9/metrics", "--iterations", "1")
+    done = run_h2stream("top", "--metrics", "http://127.0.0.1:9/metrics", "--iterations", "1")
     assert done.returncode == 1
     assert "cannot scrape" in done.stdout

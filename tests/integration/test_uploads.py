@@ -23,8 +23,11 @@ from typing import Any
 
 import h2.errors
 import pytest
-from app_support import AppServer, UploadClient, wait_for
-from conftest import require
+from support.clients import UploadClient
+from support.commands import require
+from support.curl import run_curl
+from support.polling import wait_until
+from support.servers import AppServer
 
 from h2stream.core.stats import STATS
 from h2stream.handlers.app import App, Request, Response
@@ -122,7 +125,7 @@ def test_slow_handler_holds_the_client_to_one_window(server: AppServer, gate: Ga
         # The handler reads nothing yet: the client gets exactly one stream window out.
         sent = client.upload(stream_id, body, timeout=1.0)
         assert sent == WINDOW
-        assert wait_for(lambda: gate.request is not None and gate.request.body_buffered == WINDOW)
+        assert wait_until(lambda: gate.request is not None and gate.request.body_buffered == WINDOW)
         assert gate.consumed == 0
         # One chunk per permit: the client advances only as the handler consumes.
         pos = sent
@@ -149,15 +152,10 @@ def test_slow_handler_holds_the_client_to_one_window(server: AppServer, gate: Ga
 def test_curl_upload_to_slow_handler_stays_within_a_window(
     server: AppServer, gate: Gate, tmp_path: Path
 ) -> None:
-    curl = require("curl")
     upload = tmp_path / "upload.bin"
     upload.write_bytes(os.urandom(4 << 20))
     url = f"{server.url}/sleepy"
-    done = subprocess.run(
-        [curl, "-sS", "--http2-prior-knowledge", "--max-time", "60", "-T", str(upload), url],
-        capture_output=True,
-        check=True,
-    )
+    done = run_curl("--http2-prior-knowledge", "-T", str(upload), url, max_time=60, check=True)
     assert json.loads(done.stdout) == {"bytes": 4 << 20}
     # Credit goes back only as the handler reads, so at most one window waits in the server.
     assert 0 < gate.max_buffered <= WINDOW
@@ -196,7 +194,7 @@ def test_body_crossing_limit_gets_413_and_reset_without_buffering(
         assert response.status == 413 and response.reset_code == NO_ERROR
         # The upload stopped within one window of the limit: nothing beyond was accepted.
         assert sent <= LIMIT + WINDOW
-        assert wait_for(lambda: gate.cancelled)
+        assert wait_until(lambda: gate.cancelled)
         assert server.wait_no_tasks()
     finally:
         client.close()

@@ -11,24 +11,18 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO, SIZES, ServerProcess, require, sha256_file
-from h2client import RawH2Client
-from ops_support import (
-    established_by_pid,
-    h2stream_command,
-    log_text,
-    metrics_url,
-    wait_for_log,
-    wait_for_workers,
-    wait_until,
-)
+from support.clients import RawH2Client, connection_refused
+from support.commands import run_h2stream
+from support.curl import curl_command
+from support.files import SIZES, sha256_file
+from support.metrics import metrics_url, readyz_status, scrape, served_2xx
+from support.polling import wait_until
+from support.servers import ServerProcess, established_by_pid, wait_for_workers
 
 CONNECTIONS = 16
 
@@ -39,14 +33,6 @@ def fetch_hello(client: RawH2Client) -> None:
     assert client.until(lambda: response.ended, timeout=10)
     assert response.status == 200
     assert bytes(response.body) == b"hello, h2stream\n"
-
-
-def readyz_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url + "/readyz", timeout=5) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
 
 
 def test_two_workers_share_the_port_and_both_serve(
@@ -80,8 +66,8 @@ def test_a_killed_worker_is_restarted_and_serves(
     psutil.Process(victim).send_signal(signal.SIGKILL)
     after = wait_for_workers(server.pid, 2, without=[victim])
     (replacement,) = after - {survivor}
-    assert wait_for_log(server, f"(pid {victim}) was killed by SIGKILL")
-    assert "restarting in" in log_text(server)
+    assert server.wait_for_log(f"(pid {victim}) was killed by SIGKILL")
+    assert "restarting in" in server.log_text()
     # New connections land on either worker; the replacement must get and serve some.
     served = False
     clients = []
@@ -107,7 +93,7 @@ def test_a_crash_loop_backs_off(server_factory: Callable[..., ServerProcess]) ->
     (second_pid,) = wait_for_workers(server.pid, 2, without=[first]) - pids
     # Dying again soon after a restart is a crash loop: the next delay doubles.
     psutil.Process(second_pid).send_signal(signal.SIGKILL)
-    assert wait_for_log(server, f"(pid {second_pid}) was killed by SIGKILL after")
+    assert server.wait_for_log(f"(pid {second_pid}) was killed by SIGKILL after")
     line = next(x for x in server.stderr_lines if f"(pid {second_pid}) was killed" in x)
     assert "restarting in 1.0 s" in line, line
     assert wait_for_workers(server.pid, 2)
@@ -116,7 +102,6 @@ def test_a_crash_loop_backs_off(server_factory: Callable[..., ServerProcess]) ->
 def test_sigterm_drains_every_worker_and_exits_0(
     server_factory: Callable[..., ServerProcess], files_root: Path, tmp_path: Path
 ) -> None:
-    curl = require("curl")
     pid_file = tmp_path / "h2stream.pid"
     server = server_factory(
         "--workers", "2", "--metrics-bind", "127.0.0.1:0", "--pid-file", str(pid_file)
@@ -129,16 +114,15 @@ def test_sigterm_drains_every_worker_and_exits_0(
     outputs = [tmp_path / f"download{i}.bin" for i in range(2)]
     downloads = [
         subprocess.Popen(
-            [
-                curl,
-                "-sS",
+            curl_command(
                 "--http2-prior-knowledge",
                 "--limit-rate",
                 "40M",
                 "-o",
                 str(out),
                 f"{server.url}/f100m.bin",
-            ],
+                max_time=60,
+            ),
             stderr=subprocess.PIPE,
         )
         for out in outputs
@@ -149,7 +133,9 @@ def test_sigterm_drains_every_worker_and_exits_0(
         server.signal(signal.SIGTERM)
         # Draining: not ready any more, and nothing accepts new connections.
         assert wait_until(lambda: readyz_status(metrics) == 503, 5)
-        assert wait_until(lambda: _refused(server.port), 5), "still accepting while draining"
+        assert wait_until(lambda: connection_refused(server.port), 5), (
+            "still accepting while draining"
+        )
         for download in downloads:
             assert download.wait(30) == 0, download.stderr.read() if download.stderr else ""
     finally:
@@ -173,35 +159,21 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _refused(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return False
-    except ConnectionRefusedError:
-        return True
-
-
 def test_pid_file_of_a_single_process_and_a_running_server_is_not_overwritten(
     server_factory: Callable[..., ServerProcess], files_root: Path, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "one.pid"
     server = server_factory("--pid-file", str(pid_file))
     assert pid_file.read_text().strip() == str(server.pid)
-    second = subprocess.run(
-        h2stream_command(
-            "serve",
-            str(files_root),
-            "--bind",
-            "127.0.0.1:0",
-            "--pid-file",
-            str(pid_file),
-            "--workers",
-            "2",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
+    second = run_h2stream(
+        "serve",
+        str(files_root),
+        "--bind",
+        "127.0.0.1:0",
+        "--pid-file",
+        str(pid_file),
+        "--workers",
+        "2",
     )
     assert second.returncode == 1
     assert f"already running as pid {server.pid}" in second.stderr
@@ -213,21 +185,16 @@ def test_pid_file_of_a_single_process_and_a_running_server_is_not_overwritten(
 
 def test_a_worker_that_cannot_start_fails_the_start(files_root: Path) -> None:
     started = time.monotonic()
-    result = subprocess.run(
-        h2stream_command(
-            "serve",
-            str(files_root),
-            "--bind",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--app",
-            "no_such_module_h2stream:app",
-        ),
-        capture_output=True,
-        text=True,
+    result = run_h2stream(
+        "serve",
+        str(files_root),
+        "--bind",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--app",
+        "no_such_module_h2stream:app",
         timeout=60,
-        cwd=REPO,
     )
     assert result.returncode == 1, result.stderr
     assert "cannot import no_such_module_h2stream" in result.stderr
@@ -269,18 +236,6 @@ def test_systemd_notify(server_factory: Callable[..., ServerProcess], tmp_path: 
         assert server.wait(15) == 0
 
 
-def _scrape(url: str) -> str:
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as answer:
-        return str(answer.read().decode())
-
-
-def _served(text: str) -> int:
-    for line in text.splitlines():
-        if line.startswith('h2stream_streams_total{status_class="2xx"}'):
-            return int(float(line.rsplit(" ", 1)[1]))
-    raise AssertionError("no h2stream_streams_total in /metrics")
-
-
 def test_metrics_are_summed_over_workers_and_survive_a_dead_worker(
     server_factory: Callable[..., ServerProcess],
 ) -> None:
@@ -294,8 +249,8 @@ def test_metrics_are_summed_over_workers_and_survive_a_dead_worker(
         counts = established_by_pid(pids, server.port)
         assert all(counts.values()), counts
         # Workers publish every half second; the sum covers both.
-        assert wait_until(lambda: _served(_scrape(metrics)) == CONNECTIONS, 5)
-        text = _scrape(metrics)
+        assert wait_until(lambda: served_2xx(metrics) == CONNECTIONS, 5)
+        text = scrape(metrics).text
         for pid, count in counts.items():
             assert f'h2stream_worker_connections_active{{worker="{pid}"}} {count}.0' in text
     finally:
@@ -304,4 +259,4 @@ def test_metrics_are_summed_over_workers_and_survive_a_dead_worker(
     # A killed worker's counts stay in the sum (counters never go backwards).
     psutil.Process(min(pids)).send_signal(signal.SIGKILL)
     wait_for_workers(server.pid, 2, without=[min(pids)])
-    assert _served(_scrape(metrics)) == CONNECTIONS
+    assert served_2xx(metrics) == CONNECTIONS

@@ -32,7 +32,8 @@ import pytest
 from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from recording import Closer, RecordingSink, split_frames
+from support.frames import split_frames
+from support.recording import Closer, RecordingSink
 
 from h2stream.body.bodies import FileBody
 from h2stream.config import Config
@@ -72,18 +73,18 @@ class Scenario:
     def body(self) -> bytes:
         return self.blob.data[self.offset : self.offset + self.length]
 
-    def handler(self, session: Session, stream: StreamState, headers: Any) -> None:
+    def handler(self, stream: StreamState) -> None:
         self.h2_stream = stream.h2_stream
         fields = [(b"content-length", b"%d" % self.length)]
         if self.length == 0:
-            session.respond(stream, 200, fields, None)
+            stream.respond(200, fields, None)
         elif self.kind == "bytes":
-            session.respond(stream, 200, fields, BytesBody(self.body))
+            stream.respond(200, fields, BytesBody(self.body))
         else:
             fd = os.open(self.blob.path, os.O_RDONLY)
             closer = Closer(fd)
             self.closers.append(closer)
-            session.respond(stream, 200, fields, FileBody(fd, self.offset, self.length, closer))
+            stream.respond(200, fields, FileBody(fd, self.offset, self.length, closer))
 
 
 class Harness:

@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import pytest
 import zstandard
-from hyperframe.frame import DataFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from recording import RecordingSink, split_frames
+from support.frames import END_STREAM, data_frames
+from support.recording import RecordingSink
 
 from h2stream.body import compressors
 from h2stream.body.compressors import ContextBudget
@@ -35,10 +35,10 @@ def decode_frames(data: bytes) -> bytes:
 
 def body_of(sink: RecordingSink) -> bytes:
     """The DATA payloads in order; END_STREAM on the last frame only."""
-    frames = [frame for frame, _ in split_frames(sink.take())]
-    assert all(isinstance(frame, DataFrame) for frame in frames)
-    assert ["END_STREAM" in frame.flags for frame in frames] == [False] * (len(frames) - 1) + [True]
-    return b"".join(frame.data for frame in frames)  # type: ignore[attr-defined]
+    frames = data_frames(sink.take())
+    ends = [bool(flags & END_STREAM) for _, flags, _ in frames]
+    assert ends == [False] * (len(frames) - 1) + [True]
+    return b"".join(payload for _, _, payload in frames)
 
 
 class FakeHolder:

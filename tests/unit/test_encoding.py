@@ -12,7 +12,6 @@ import asyncio
 import gzip
 import json
 import os
-import struct
 import zlib
 from typing import Any
 
@@ -20,6 +19,8 @@ import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.frames import data_frames
+from support.recording import Closer, RecordingSink
 
 from h2stream.body.encoding import (
     CompressedBody,
@@ -29,7 +30,6 @@ from h2stream.body.encoding import (
     parse_accept_encoding,
 )
 from h2stream.body.sources import FileSource, MemorySource, SourceBody
-from h2stream.core.framing import SinkBase
 from h2stream.handlers.synthetic import (
     PATTERN_SIZE,
     NdjsonSource,
@@ -40,71 +40,25 @@ from h2stream.handlers.synthetic import (
     row_offset,
 )
 
-FRAME = struct.Struct(">IBI")
-
-
-class RecordingSink(SinkBase):
-    """A FrameSink that records the bytes; sendfile frames are read from the fd."""
-
-    writable = True
-
-    def __init__(self, use_sendfile: bool = False) -> None:
-        self.data = bytearray()
-        self.use_sendfile = use_sendfile
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.data += data
-
-    def send_file_frames(
-        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int
-    ) -> tuple[int, bool]:
-        done = 0
-        while done < count:
-            n = min(max_frame, count - done)
-            self.data += FRAME.pack(n << 8, 0, stream_id) + os.pread(fd, n, offset + done)
-            done += n
-        return done, True
-
-    def frames(self) -> list[tuple[int, int, bytes]]:
-        """(length, flags, payload) of every DATA frame recorded."""
-        out = []
-        pos = 0
-        while pos < len(self.data):
-            word, flags, _ = FRAME.unpack_from(self.data, pos)
-            length = word >> 8
-            assert word & 0xFF == 0  # DATA
-            out.append((length, flags, bytes(self.data[pos + 9 : pos + 9 + length])))
-            pos += 9 + length
-        return out
-
 
 def drain(body: object, budgets: list[int], max_frame: int = 16384) -> RecordingSink:
     """Drive ``body.emit`` with each budget in turn (cycling) until done; check the budgets."""
-    sink = RecordingSink()
+    sink = RecordingSink(use_sendfile=False)
     turn = 0
     while not body.done:  # type: ignore[attr-defined]
         allowed = budgets[turn % len(budgets)]
-        before = len(sink.data)
+        before = len(sink.out)
         sent = body.emit(sink, 1, allowed, max_frame)  # type: ignore[attr-defined]
         assert sent <= allowed
-        payload = sum(length for length, _, _ in RecordingSink.frames_of(sink.data[before:]))
+        payload = sum(length for length, _, _ in data_frames(sink.out[before:]))
         assert payload == sent
         turn += 1
         assert turn < 100_000
     return sink
 
 
-def _frames_of(data: bytes | bytearray) -> list[tuple[int, int, bytes]]:
-    sink = RecordingSink()
-    sink.data = bytearray(data)
-    return sink.frames()
-
-
-RecordingSink.frames_of = staticmethod(_frames_of)  # type: ignore[attr-defined]
-
-
 def payload_of(sink: RecordingSink, max_frame: int = 16384) -> bytes:
-    frames = sink.frames()
+    frames = data_frames(sink.out)
     assert all(length <= max_frame for length, _, _ in frames)
     # END_STREAM on the last frame only.
     assert [flags & 1 for _, flags, _ in frames] == [0] * (len(frames) - 1) + [1]
@@ -241,7 +195,7 @@ def test_compressed_file_source_reads_in_bounded_chunks(tmp_path: object) -> Non
             return super().read(n)
 
     body = CompressedBody(
-        CountingSource(fd, 0, len(data), _Closer(fd)), EncodingPolicy().encoder("zstd")
+        CountingSource(fd, 0, len(data), Closer(fd)), EncodingPolicy().encoder("zstd")
     )
     sink = drain(body, [4096])
     assert _decode("zstd", payload_of(sink)) == data
@@ -249,19 +203,11 @@ def test_compressed_file_source_reads_in_bounded_chunks(tmp_path: object) -> Non
     body.close()
 
 
-class _Closer:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
 def test_compressed_body_stops_at_zero_window() -> None:
     body = CompressedBody(MemorySource(b"a" * 100_000), EncodingPolicy().encoder("zstd"))
-    sink = RecordingSink()
+    sink = RecordingSink(use_sendfile=False)
     assert body.emit(sink, 1, 0, 16384) == 0
-    assert sink.data == b"" and not body.done
+    assert sink.out == b"" and not body.done
     body.close()
 
 
@@ -270,7 +216,7 @@ def test_compressed_chunks_flush_per_send_and_resolve_waiters(coding: str) -> No
     loop = asyncio.new_event_loop()
     try:
         body = CompressedChunkBody(EncodingPolicy().encoder(coding))
-        sink = RecordingSink()
+        sink = RecordingSink(use_sendfile=False)
         decoder: Any = (
             zstandard.ZstdDecompressor().decompressobj()
             if coding == "zstd"
@@ -290,12 +236,12 @@ def test_compressed_chunks_flush_per_send_and_resolve_waiters(coding: str) -> No
                 turns += 1
                 assert turns < 1000
             # Once send() would return, what left so far decodes to every chunk handed over.
-            payload = b"".join(p for _, _, p in sink.frames())
+            payload = b"".join(p for _, _, p in data_frames(sink.out))
             assert decoder.decompress(payload[consumed:]) == chunk
             consumed = len(payload)
         assert body.done and not body.ready
         # Trailers carry END_STREAM: no DATA frame has it.
-        assert all(flags == 0 for _, flags, _ in sink.frames())
+        assert all(flags == 0 for _, flags, _ in data_frames(sink.out))
         body.close()
     finally:
         loop.close()
@@ -307,7 +253,7 @@ def test_compressed_chunk_body_close_fails_the_waiter() -> None:
         body = CompressedChunkBody(EncodingPolicy().encoder("zstd"))
         waiter = loop.create_future()
         body.put(os.urandom(100_000), waiter, False)
-        body.emit(RecordingSink(), 1, 100, 16384)
+        body.emit(RecordingSink(use_sendfile=False), 1, 100, 16384)
         body.close()
         assert isinstance(waiter.exception(), ConnectionResetError)
     finally:
@@ -353,7 +299,7 @@ def test_pattern_body(use_sendfile: bool, offset: int, length: int) -> None:
     if length:
         assert payload_of(sink) == pattern_bytes(offset, length)
     else:
-        assert sink.data == b""
+        assert sink.out == b""
 
 
 def test_row_offsets_match_the_generated_bytes() -> None:

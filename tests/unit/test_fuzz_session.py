@@ -18,7 +18,6 @@ there (``<name>.hex``) with the fix.
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,14 +27,13 @@ import h2.settings
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.frames import PREFACE, frame, parse_frames
+from support.recording import RecordingSink
 
 from h2stream.config import Config
-from h2stream.core.frames import DATA_HEADER
-from h2stream.core.framing import SinkBase
 from h2stream.core.session import Session
 from h2stream.handlers.static import StaticFiles
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 CORPUS = Path(__file__).resolve().parent.parent / "fuzz_corpus"
 FUZZ = settings(
     max_examples=int(os.environ.get("H2STREAM_FUZZ_EXAMPLES", "150")),
@@ -43,31 +41,6 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-
-class RecordingSink(SinkBase):
-    """Records output; ``writable`` is flipped by the fuzzer between chunks."""
-
-    def __init__(self) -> None:
-        self.use_sendfile = True
-        self.writable = True
-        self.out = bytearray()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.out += data
-
-    def send_file_frames(
-        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int
-    ) -> tuple[int, bool]:
-        done = 0
-        while done < count:
-            n = min(max_frame, count - done)
-            payload = os.pread(fd, n, offset + done)
-            self.out += DATA_HEADER.pack(n << 8, 0, stream_id) + payload + bytes(n - len(payload))
-            done += n
-            if len(payload) < n:
-                return done, False
-        return done, True
 
 
 @pytest.fixture(scope="module")
@@ -78,17 +51,6 @@ def handler(tmp_path_factory: pytest.TempPathFactory) -> StaticFiles:
     (root / "dir").mkdir()
     (root / "dir" / "index.html").write_bytes(b"<p>index</p>")
     return StaticFiles(str(root))
-
-
-def _well_framed(out: bytes) -> None:
-    """Everything the session wrote splits into whole frames (a partial last frame is never
-    written: the framing of the connection is intact)."""
-    pos = 0
-    while pos < len(out):
-        assert len(out) - pos >= 9, f"a partial frame header at {pos}"
-        length = int.from_bytes(out[pos : pos + 3], "big")
-        assert pos + 9 + length <= len(out), f"a truncated frame at {pos}"
-        pos += 9 + length
 
 
 def feed(handler: StaticFiles, chunks: list[bytes], pauses: list[bool] | None = None) -> bytes:
@@ -111,7 +73,9 @@ def feed(handler: StaticFiles, chunks: list[bytes], pauses: list[bool] | None = 
             break
     session.connection_lost()
     out = bytes(sink.out)
-    _well_framed(out)
+    # Everything the session wrote splits into whole frames (a partial last frame is never
+    # written: the framing of the connection is intact).
+    parse_frames(out)
     return out
 
 
@@ -127,12 +91,8 @@ def test_random_bytes(handler: StaticFiles, payload: bytes) -> None:
 # -- arbitrary frames --------------------------------------------------------------------------
 
 
-def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    return struct.pack(">IBI", len(payload) << 8 | kind, flags, stream_id) + payload
-
-
 frames = st.builds(
-    _frame,
+    frame,
     st.one_of(st.integers(0, 9), st.integers(10, 255)),
     st.integers(0, 255),
     st.sampled_from([0, 1, 2, 3, 5, 7, 0x7FFFFFFF, 0x80000001]),
@@ -149,7 +109,7 @@ frames = st.builds(
 @FUZZ
 @given(st.lists(frames, max_size=40), st.integers(1, 64))
 def test_arbitrary_frames(handler: StaticFiles, sequence: list[bytes], cut: int) -> None:
-    data = PREFACE + _frame(4, 0, 0, b"") + b"".join(sequence)
+    data = PREFACE + frame(4, 0, 0, b"") + b"".join(sequence)
     feed(handler, [data[i : i + cut * 7] for i in range(0, len(data), cut * 7)])
 
 

@@ -20,9 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from h2stream.config import Config
-from h2stream.core.h2conn import IndexedFastDecoder, ServerConnection
-from h2stream.core.limits import FloodLimits, LimitedFrameBuffer
-from h2stream.core.session import _H2_CONFIG
+from h2stream.core.h2conn import H2_CONFIG, LimitedFrameBuffer, ServerConnection
+from h2stream.core.limits import FloodLimits
 
 CLIENT_CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None)
 
@@ -30,10 +29,10 @@ CLIENT_CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None
 class Pair:
     def __init__(self) -> None:
         self.client = h2.connection.H2Connection(CLIENT_CONFIG)
-        self.fast = ServerConnection(config=_H2_CONFIG)
+        # ServerConnection decodes with the session's IndexedFastDecoder from the start.
+        self.fast = ServerConnection(config=H2_CONFIG)
         self.fast.install_limits(FloodLimits(Config()), LimitedFrameBuffer(65536, 16))
-        self.fast.decoder.__class__ = IndexedFastDecoder
-        self.ref = h2.connection.H2Connection(_H2_CONFIG)
+        self.ref = h2.connection.H2Connection(H2_CONFIG)
         for server in (self.fast, self.ref):
             server.initiate_connection()
         self.client.initiate_connection()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from support.frames import END_STREAM, data, data_frames
 
-from h2stream.core.frames import DATA_HEADER, FLAG_END_STREAM
 from h2stream.io.readahead import ReadAhead, ReadAheadBudget
 
 FRAME = 16384
@@ -15,23 +15,16 @@ FRAME = 16384
 
 def laid_out(payload: bytes, stream_id: int = 1) -> bytearray:
     """Frames of FRAME bytes, headers in the gaps, as the sink's read fills them."""
-    buf = bytearray()
-    for pos in range(0, len(payload), FRAME):
-        chunk = payload[pos : pos + FRAME]
-        buf += DATA_HEADER.pack(len(chunk) << 8, 0, stream_id) + chunk
-    return buf
+    return bytearray(
+        b"".join(
+            data(stream_id, payload[pos : pos + FRAME]) for pos in range(0, len(payload), FRAME)
+        )
+    )
 
 
 def frames_of(buf: bytearray, start: int, end: int) -> list[tuple[int, int, bytes]]:
-    """(length, flags, payload) of each frame the sink would write, walked by the headers."""
-    out = []
-    while start < end:
-        length_type, flags, _stream = DATA_HEADER.unpack_from(buf, start)
-        length = length_type >> 8
-        out.append((length, flags, bytes(buf[start + 9 : start + 9 + length])))
-        start += 9 + length
-    assert start == end
-    return out
+    """(length, flags, payload) of each frame the sink would write from ``buf[start:end]``."""
+    return data_frames(buf[start:end])
 
 
 PAYLOAD = bytes(range(256)) * 256  # 64 KiB, four frames
@@ -68,7 +61,7 @@ def test_grants_are_framed_exactly(grants: list[int], left_after: int) -> None:
 def test_the_last_frame_of_a_body_carries_end_stream() -> None:
     ahead = ReadAhead(laid_out(PAYLOAD[:40000]), 3, 0, 1, FRAME, 40000)
     frames = frames_of(ahead.buf, 0, ahead.take(40000, end_stream=True))
-    assert [f for _, f, _ in frames] == [0, 0, FLAG_END_STREAM]
+    assert [f for _, f, _ in frames] == [0, 0, END_STREAM]
     assert [n for n, _, _ in frames] == [FRAME, FRAME, 40000 - 2 * FRAME]
 
 

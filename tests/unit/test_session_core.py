@@ -25,11 +25,13 @@ from hyperframe.frame import (
     HeadersFrame,
     RstStreamFrame,
 )
-from recording import Closer, RecordingSink, split_frames
+from support.frames import split_frames
+from support.recording import Closer, RecordingSink
 
 from h2stream.body.bodies import FileBody
 from h2stream.config import Config
-from h2stream.core.session import Session, StreamState
+from h2stream.core.exchange import Exchange, Handler
+from h2stream.core.session import Session
 
 MIB = 1 << 20
 WINDOW = 65535
@@ -45,14 +47,12 @@ class FileHandler:
         self.root = root
         self.closers: dict[int, Closer] = {}
 
-    def __call__(
-        self, session: Session, stream: StreamState, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        fd = os.open(self.root / stream.path.decode().lstrip("/"), os.O_RDONLY)
-        closer = self.closers[stream.stream_id] = Closer(fd)
+    def __call__(self, exchange: Exchange) -> None:
+        fd = os.open(self.root / exchange.path.decode().lstrip("/"), os.O_RDONLY)
+        closer = self.closers[exchange.stream_id] = Closer(fd)
         size = os.fstat(fd).st_size
         fields = [(b"content-length", b"%d" % size)]
-        session.respond(stream, 200, fields, FileBody(fd, 0, size, closer))
+        exchange.respond(200, fields, FileBody(fd, 0, size, closer))
 
 
 class Peer:
@@ -64,11 +64,14 @@ class Peer:
         config: Config | None = None,
         client_settings: dict[int, int] | None = None,
         connection_window: int | None = None,
+        handler: Handler | None = None,
     ) -> None:
         self.sink = RecordingSink()
         self.handler = FileHandler(root)
         self.close_calls = 0
-        self.session = Session(config or Config(), self.sink, self.handler, self._on_close)
+        self.session = Session(
+            config or Config(), self.sink, handler or self.handler, self._on_close
+        )
         self.client = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
@@ -373,3 +376,44 @@ def test_shutdown_with_nothing_in_flight_closes_at_once(root: Path) -> None:
     assert [type(f) for f in frames] == [GoAwayFrame]
     assert frames[0].last_stream_id == 0 and frames[0].error_code == ERR.NO_ERROR
     assert peer.close_calls == 1
+
+
+# -- stopping an upload --------------------------------------------------------------------
+
+
+class Stopper:
+    """Answers every request at once with answer_and_stop(413), noting what it saw."""
+
+    def __init__(self) -> None:
+        self.request_ended: list[bool] = []
+
+    def __call__(self, exchange: Exchange) -> None:
+        self.request_ended.append(exchange.request_ended)
+        exchange.answer_and_stop(413, b"too large\n")
+
+
+POST = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"x"), (b":path", b"/u")]
+
+
+def test_answer_and_stop_resets_an_upload_still_arriving(root: Path) -> None:
+    stopper = Stopper()
+    peer = Peer(root, handler=stopper)
+    peer.client.send_headers(1, POST, end_stream=False)
+    frames = [f for f in peer.send() if f.stream_id == 1]
+    # Headers-only (END_STREAM on HEADERS), then RST_STREAM(NO_ERROR): the client stops.
+    assert [type(f) for f in frames] == [HeadersFrame, RstStreamFrame]
+    assert "END_STREAM" in frames[0].flags and frames[1].error_code == ERR.NO_ERROR
+    assert stopper.request_ended == [False]
+
+
+def test_answer_and_stop_after_the_upload_ended_in_the_same_read(root: Path) -> None:
+    # The body and its END_STREAM arrive with the headers: h2 has seen the end while the
+    # handler runs on the first event, so the answer is a plain response, never a reset.
+    stopper = Stopper()
+    peer = Peer(root, handler=stopper)
+    peer.client.send_headers(1, POST, end_stream=False)
+    peer.client.send_data(1, b"abc", end_stream=True)
+    frames = [f for f in peer.send() if f.stream_id == 1]
+    assert [type(f) for f in frames] == [HeadersFrame, DataFrame]
+    assert payload(frames, 1) == b"too large\n" and ended(frames, 1)
+    assert stopper.request_ended == [False]  # its END_STREAM event was still to come

@@ -8,26 +8,21 @@ path took a batch, the ids it reports must be the ids h2 reported WindowUpdated 
 
 from __future__ import annotations
 
-import struct
-
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.frames import window_update
 
 from h2stream.config import Config
-from h2stream.core.h2conn import ServerConnection
-from h2stream.core.limits import FloodLimits, LimitedFrameBuffer
+from h2stream.core.h2conn import LimitedFrameBuffer, ServerConnection
+from h2stream.core.limits import FloodLimits
 
 MAX_WINDOW = 2**31 - 1
 SERVER_CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None)
 REQUEST = [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/")]
-
-
-def window_update(stream_id: int, increment: int) -> bytes:
-    return struct.pack(">I", 4)[1:] + b"\x08\x00" + struct.pack(">II", stream_id, increment)
 
 
 class Pair:

@@ -1,24 +1,22 @@
 """What the unit tests put where a socket would be: a sink that records the bytes it is given,
-the frames those bytes hold, and a stand-in for an OpenFile that remembers being closed."""
+and a stand-in for an OpenFile that remembers being closed. The frames a sink recorded are
+read back with :mod:`support.frames`."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-
-from hyperframe.frame import Frame
 
 from h2stream.core.frames import DATA_HEADER
 from h2stream.core.framing import SinkBase
 
 
 class RecordingSink(SinkBase):
-    """A FrameSink that records the byte stream a socket would have carried.
+    """A FrameSink that records the byte stream a socket would have carried (``out``).
 
     Zero-copy frames are built with the project's own DATA_HEADER, as TransportSink builds
     them, so their bytes are under test too. The sink turns unwritable, as a transport's
     ``pause_writing`` would mid-turn, after every ``pause_every`` writes, or once after the
-    ``n`` writes given to :meth:`pause_after`.
+    ``n`` writes given to :meth:`pause_after`; a test may also set ``writable`` itself.
     """
 
     def __init__(self, use_sendfile: bool = True, pause_every: int | None = None) -> None:
@@ -71,20 +69,6 @@ class RecordingSink(SinkBase):
         data = bytes(self.out)
         self.out.clear()
         return data
-
-
-def split_frames(data: bytes) -> Iterator[tuple[Frame, bytes]]:
-    """Each frame in ``data`` with its raw bytes; the data must hold whole frames only."""
-    view = memoryview(data)
-    pos = 0
-    while pos < len(view):
-        assert len(view) - pos >= 9, "a truncated frame header"
-        frame, length = Frame.parse_frame_header(view[pos : pos + 9])
-        end = pos + 9 + length
-        assert end <= len(view), "a truncated frame body"
-        frame.parse_body(view[pos + 9 : end])
-        yield frame, bytes(view[pos:end])
-        pos = end
 
 
 class Closer:

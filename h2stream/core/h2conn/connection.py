@@ -1,30 +1,35 @@
-"""A narrow subclass of h2's connection, and a stateless HPACK encoder for our responses.
+"""h2's connection, narrowed to what the session needs and sped up where every request pays.
+
+This is the one module (with its siblings in this package) that knows h2's internals: its
+private attributes, its stream and connection state machines, its frame buffer. The session
+calls the methods below and reads nothing else of h2 than its public events, settings and
+window figures.
 
 Two of h2's costs sit on every request of a busy server: ``open_inbound_streams`` walks every
-stream on each new HEADERS frame, and ``send_headers`` runs the full HPACK encoder (table
-search, indexing) on headers we generated ourselves. The session counts its own streams and
+stream on each new HEADERS frame, and ``receive_data`` builds frame and event objects for reads
+that are only complete GETs or only WINDOW_UPDATEs. The session counts its own streams and
 enforces MAX_CONCURRENT_STREAMS itself (answering REFUSED_STREAM, where h2 would end the whole
-connection), and response header blocks are encoded without touching the dynamic table, which
-makes every encoded field a pure function of (name, value) and so cacheable.
+connection); the fast paths below take the common reads with h2's state moved exactly as
+receive_data() would move it. The session writes its own HEADERS and DATA frames (see
+``frames.py``): :meth:`ServerConnection.headers_sent`, :meth:`~ServerConnection.data_sent` and
+:meth:`~ServerConnection.end_stream_sent` do h2's accounting for them, proven equal to h2's own
+``send_headers``/``send_data`` by ``tests/unit/test_accounting.py``.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
 from typing import Any, cast
 
+import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 from h2.connection import AllowedStreamIDs, ConnectionInputs, ConnectionState, _decode_headers
 from h2.errors import ErrorCodes
 from h2.exceptions import InvalidBodyLengthError
-from h2.stream import StreamState
-from hpack.exceptions import HPACKError, OversizedHeaderListError
-from hpack.hpack import Decoder, Encoder, HuffmanEncoder, encode_integer
-from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
-from hpack.table import HeaderTable
+from h2.stream import H2Stream, StreamInputs, StreamState
 from hyperframe.frame import (
     AltSvcFrame,
     DataFrame,
@@ -37,6 +42,9 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+from h2stream.config import Config
+from h2stream.core.h2conn.framebuffer import LimitedFrameBuffer
+from h2stream.core.h2conn.headers import IndexedFastDecoder
 from h2stream.core.limits import (
     EMPTY,
     PING,
@@ -45,12 +53,27 @@ from h2stream.core.limits import (
     SMALL_WINDOW_UPDATE,
     WINDOW_UPDATE,
     FloodLimits,
-    LimitedFrameBuffer,
 )
 from h2stream.core.stats import STATS
 
-# Frames that are flood-counted whatever they hold (issue 6, limits.py); DATA, WINDOW_UPDATE
-# and RST_STREAM are judged by content below.
+# h2's stream object as the session holds it: handed back to this module's methods, never
+# looked into elsewhere.
+StreamHandle = H2Stream
+
+H2_CONFIG = h2.config.H2Configuration(
+    client_side=False,
+    # Speed on what we generate: our own headers are already lowercase bytes.
+    header_encoding=None,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+    # Never trust the peer: inbound headers are validated, by validation.py in one pass
+    # (a malformed request is then a stream error, as RFC 9113 section 8.1.1 asks).
+    validate_inbound_headers=False,
+    normalize_inbound_headers=False,
+)
+
+# Frames that are flood-counted whatever they hold (limits.py); DATA, WINDOW_UPDATE and
+# RST_STREAM are judged by content below.
 _FLOOD_KIND: dict[type, int] = {
     PingFrame: PING,
     SettingsFrame: SETTINGS,
@@ -58,9 +81,6 @@ _FLOOD_KIND: dict[type, int] = {
     ExtensionFrame: EMPTY,
     AltSvcFrame: EMPTY,
 }
-
-# Decoded header blocks kept per connection (see IndexedFastDecoder._decode_cached).
-_BLOCK_CACHE_MAX = 64
 
 # WINDOW_UPDATE fast path (ServerConnection.receive_window_updates): a frame is 13 bytes, its
 # header announcing length 4 and type 8; windows may not pass 2^31 - 1 (RFC 9113 6.9.1).
@@ -76,6 +96,8 @@ _WU_QUIET_STATES = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 # END_HEADERS (no padding, no priority): a complete request without a body in one frame.
 _HEADERS = 0x1
 _END_STREAM_END_HEADERS = 0x5
+# States in which the peer has sent END_STREAM (or the stream is gone).
+_REMOTE_CLOSED = (StreamState.HALF_CLOSED_REMOTE, StreamState.CLOSED)
 
 # Sweep h2's table of closed streams every this many finished streams (h2 does it on every
 # HEADERS frame, which costs O(open streams) per request).
@@ -83,20 +105,110 @@ _SWEEP_EVERY = 256
 
 
 class ServerConnection(h2.connection.H2Connection):
-    """h2's connection with stream counting handed to the session, and flood accounting."""
+    """h2's connection with stream counting handed to the session, flood accounting, fast
+    paths for the common reads, and the accounting of frames the session writes itself."""
 
     _finished_since_sweep = 0
     # h2 remembers how each of the last 65,536 streams closed (to tell a late frame on a stream
     # we reset from a protocol error): about 100 bytes each, 6 MiB per busy connection. Late
     # frames arrive within a round trip, so the last 1,024 streams are plenty.
     MAX_CLOSED_STREAMS = 1024
-    # Flood counters (limits.py), installed by the session; None counts nothing.
+    # Flood counters (limits.py), installed by for_config(); None counts nothing.
     flood: FloodLimits | None = None
+
+    def __init__(self, config: h2.config.H2Configuration | None = None) -> None:
+        super().__init__(config)
+        # Our decoder from the start: nothing has been decoded yet, so nothing is lost.
+        self.decoder = IndexedFastDecoder(self.DEFAULT_MAX_HEADER_LIST_SIZE)
+
+    @classmethod
+    def for_config(cls, config: Config) -> ServerConnection:
+        """The server's connection: our SETTINGS (enforced from the first byte, not only once
+        the peer acknowledged them), flood budgets and header-block caps."""
+        conn = cls(H2_CONFIG)
+        conn.install_limits(
+            FloodLimits(config),
+            LimitedFrameBuffer(config.max_header_block_size, config.max_header_block_frames),
+        )
+        codes = h2.settings.SettingCodes
+        conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                codes.MAX_CONCURRENT_STREAMS: config.max_concurrent_streams,
+                codes.MAX_HEADER_LIST_SIZE: config.max_header_list_size,
+                codes.INITIAL_WINDOW_SIZE: config.initial_window_size,
+                codes.MAX_FRAME_SIZE: config.max_frame_size,
+            },
+        )
+        # h2 reads these from its settings only at construction or on a change it made
+        # itself: applied here so the advertised values are the enforced ones (hpack's
+        # decoded-size cap included).
+        conn.decoder.max_header_list_size = config.max_header_list_size
+        conn.max_inbound_frame_size = config.max_frame_size
+        conn.incoming_buffer.max_frame_size = config.max_frame_size
+        return conn
 
     def install_limits(self, flood: FloodLimits, frames: LimitedFrameBuffer) -> None:
         """Count floods and cap header blocks; call before any data is received."""
         self.flood = flood
         self.incoming_buffer = frames
+
+    # -- what the session asks -----------------------------------------------------------
+
+    def has_output(self) -> bool:
+        """Whether frames are queued for the peer (data_to_send() would copy even nothing)."""
+        return bool(self._data_to_send)
+
+    def live_stream(self, stream_id: int) -> StreamHandle | None:
+        """h2's stream ``stream_id`` if it exists and is not closed (a stream the peer reset
+        in the same read that opened it is closed)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.closed:
+            return None
+        return stream
+
+    @staticmethod
+    def stream_window(stream: StreamHandle) -> int:
+        """The stream's send window (may be negative after a SETTINGS change lowered it)."""
+        return stream.outbound_flow_control_window
+
+    def data_sent(self, stream: StreamHandle, sent: int) -> None:
+        """The session framed ``sent`` payload bytes of DATA on ``stream`` by itself: debit
+        both windows, as send_data() would."""
+        stream.outbound_flow_control_window -= sent
+        self.outbound_flow_control_window -= sent
+
+    def headers_sent(self, stream: StreamHandle, end_stream: bool) -> None:
+        """The session sends a HEADERS frame on ``stream`` by itself (its own HPACK block):
+        the state transitions of send_headers(). Raises h2's ProtocolError if the stream can
+        no longer send (reset by the peer)."""
+        machine = stream.state_machine
+        machine.process_input(StreamInputs.SEND_HEADERS)
+        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        if end_stream:
+            machine.process_input(StreamInputs.SEND_END_STREAM)
+
+    @staticmethod
+    def end_stream_sent(stream: StreamHandle) -> None:
+        """The session's last DATA frame carried END_STREAM: the transitions of send_data()
+        with ``end_stream=True``."""
+        machine = stream.state_machine
+        machine.process_input(StreamInputs.SEND_DATA)
+        machine.process_input(StreamInputs.SEND_END_STREAM)
+
+    @staticmethod
+    def remote_closed(stream: StreamHandle) -> bool:
+        """Whether the peer can send nothing more on ``stream`` (h2 has seen its END_STREAM,
+        or the stream is closed), even while the events of the read that brought the
+        END_STREAM are still being dispatched."""
+        return stream.state_machine.state in _REMOTE_CLOSED
+
+    def header_block_pending(self) -> bool:
+        """Whether the peer is part-way through a header block (for the header timeout)."""
+        frames = self.incoming_buffer
+        return isinstance(frames, LimitedFrameBuffer) and frames.header_block_pending()
+
+    # -- fast paths ----------------------------------------------------------------------
 
     def receive_window_updates(self, data: bytes) -> list[int] | None:
         """Take ``data`` that is only whole WINDOW_UPDATE frames without h2's frame objects.
@@ -177,7 +289,7 @@ class ServerConnection(h2.connection.H2Connection):
         buffered = self.incoming_buffer
         if buffered._data or buffered._preamble or buffered._headers_buffer:
             return None
-        # The frame-size limit, and the header-block cap of LimitedFrameBuffer (issue 6).
+        # The frame-size limit, and the header-block cap of LimitedFrameBuffer.
         max_length = min(
             self.max_inbound_frame_size,
             getattr(buffered, "max_block_bytes", self.max_inbound_frame_size),
@@ -300,163 +412,3 @@ class ServerConnection(h2.connection.H2Connection):
         if self._finished_since_sweep >= _SWEEP_EVERY:
             self._finished_since_sweep = 0
             self._open_streams(1)
-
-
-class HeaderCompressionError(h2.exceptions.ProtocolError):
-    """A field block that does not decode: RFC 9113 section 4.3 makes that a connection error
-    of type COMPRESSION_ERROR (h2 reports PROTOCOL_ERROR)."""
-
-    error_code = ErrorCodes.COMPRESSION_ERROR
-
-
-class IndexedFastDecoder(Decoder):
-    """hpack's decoder with a fast path for blocks made only of table references.
-
-    A client that repeats a request sends a block of one-byte indexed fields after the first
-    time (h2load does, and so do browsers for most fields). Such a block changes no table
-    state, so it decodes to plain lookups; anything else goes through hpack as before.
-    """
-
-    # Blocks that left the dynamic table as it was, decoded: valid until the table changes.
-    # (Set per instance by _decode_cached; the class is swapped onto h2's decoder.)
-    _blocks: dict[bytes, list[Any]]
-    _table_mark: tuple[object, int]
-
-    def decode(self, data: bytes, raw: bool = False) -> Any:
-        try:
-            # Every byte >= 0x80 is an indexed field; 0xff would start a multi-byte index.
-            if raw and data and min(data) >= 0x80 and data.find(b"\xff") < 0:
-                return self._decode_indexed_only(data)
-            if raw:
-                return self._decode_cached(data)
-            return super().decode(data, raw)
-        except OversizedHeaderListError:
-            raise  # h2 answers it as a denial of service (ENHANCE_YOUR_CALM)
-        except (HPACKError, IndexError, TypeError, UnicodeDecodeError) as exc:
-            raise HeaderCompressionError(f"cannot decode header block: {exc}") from exc
-
-    def _decode_cached(self, data: bytes) -> list[Any]:
-        """Blocks that add nothing to the table (indexed fields and literals without
-        indexing: what h2load and many clients repeat) decode the same while the table is
-        unchanged. Any insertion puts a new entry object at the table's front, so the front
-        entry's identity and the table length tell whether cached blocks still hold."""
-        entries = self.header_table.dynamic_entries
-        mark = (entries[0] if entries else None, len(entries))
-        try:
-            blocks = self._blocks
-            if self._table_mark[0] is not mark[0] or self._table_mark[1] != mark[1]:
-                blocks.clear()
-                self._table_mark = mark
-        except AttributeError:
-            blocks = self._blocks = {}
-            self._table_mark = mark
-        cached = blocks.get(data)
-        if cached is not None:
-            return list(cached)
-        headers = list(super().decode(data, True))
-        entries = self.header_table.dynamic_entries
-        if (entries[0] if entries else None) is mark[0] and len(entries) == mark[1]:
-            if len(blocks) >= _BLOCK_CACHE_MAX:
-                blocks.clear()
-            blocks[bytes(data)] = list(headers)
-        return headers
-
-    def _decode_indexed_only(self, data: bytes) -> list[tuple[bytes, bytes]]:
-        get = self.header_table.get_by_index
-        headers = [get(byte & 0x7F) for byte in data]
-        size = 0
-        for name, value in headers:
-            size += len(name) + len(value) + 32
-        if size > self.max_header_list_size:
-            raise OversizedHeaderListError(
-                f"A header list larger than {self.max_header_list_size} has been received"
-            )
-        self._assert_valid_table_size()
-        return headers
-
-
-_STATIC_FULL: dict[tuple[bytes, bytes], int] = {}
-_STATIC_NAME: dict[bytes, int] = {}
-for _index, (_name, _value) in enumerate(HeaderTable.STATIC_TABLE, start=1):
-    _STATIC_FULL.setdefault((_name, _value), _index)
-    _STATIC_NAME.setdefault(_name, _index)
-
-_HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
-_FIELD_CACHE_MAX = 4096
-# Encoded fields are pure functions of (name, value): one cache serves every connection.
-_FIELDS: dict[tuple[bytes, bytes], bytes] = {}
-
-
-def _string(data: bytes) -> bytes:
-    """An HPACK string literal, Huffman-coded when that is shorter."""
-    coded = _HUFFMAN.encode(data)
-    if len(coded) < len(data):
-        prefix = encode_integer(len(coded), 7)
-        prefix[0] |= 0x80
-        return bytes(prefix) + coded
-    return bytes(encode_integer(len(data), 7)) + data
-
-
-def encode_field(name: bytes, value: bytes) -> bytes:
-    """One field: a static-table index, or a literal that is never added to the dynamic table."""
-    index = _STATIC_FULL.get((name, value))
-    if index is not None:
-        block = encode_integer(index, 7)
-        block[0] |= 0x80
-        return bytes(block)
-    name_index = _STATIC_NAME.get(name)
-    if name_index is not None:
-        # "Literal Header Field without Indexing -- Indexed Name" (RFC 7541 section 6.2.2).
-        return bytes(encode_integer(name_index, 4)) + _string(value)
-    return b"\x00" + _string(name) + _string(value)
-
-
-def _raw_string(data: bytes) -> bytes:
-    """An HPACK string literal without Huffman coding."""
-    length = len(data)
-    if length < 127:  # the length fits the 7-bit prefix: one byte, no hpack call
-        return length.to_bytes(1, "big") + data
-    return bytes(encode_integer(length, 7)) + data
-
-
-# Fields whose value is unique per response (request ids): caching them would only evict
-# reusable entries, and Huffman-coding a 32-character value costs about 10 us in pure Python,
-# so they are sent as plain literals behind a pre-encoded name.
-_UNCACHED: dict[bytes, bytes] = {b"x-request-id": b"\x00" + _string(b"x-request-id")}
-
-
-class ResponseHeaderEncoder:
-    """Encodes response header blocks with no dynamic-table state, caching each field.
-
-    h2's own encoder stays the one that announces dynamic table size updates the peer asked
-    for: a pending update is emitted at the start of our next block, as RFC 7541 section 4.2
-    requires.
-    """
-
-    def __init__(self, h2_encoder: Encoder) -> None:
-        self._h2_encoder = h2_encoder
-
-    def encode(self, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-        """The fields alone; :meth:`table_update` must go in front when it is not empty."""
-        fields = _FIELDS
-        parts = []
-        for header in headers:
-            encoded = fields.get(header)
-            if encoded is None:
-                literal = _UNCACHED.get(header[0])
-                if literal is not None:
-                    parts.append(literal + _raw_string(header[1]))
-                    continue
-                if len(fields) >= _FIELD_CACHE_MAX:
-                    fields.clear()
-                encoded = fields[header] = encode_field(*header)
-            parts.append(encoded)
-        return b"".join(parts)
-
-    def table_update(self) -> bytes:
-        """A pending dynamic table size update, consumed by this call (usually empty)."""
-        table = self._h2_encoder.header_table
-        if not table.resized:
-            return b""
-        table.resized = False
-        return self._h2_encoder._encode_table_size_change()
