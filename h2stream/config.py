@@ -251,7 +251,7 @@ class Config:
         metavar="SECONDS",
     )
 
-    # -- streaming, compression, uploads (issue 4) --------------------------------------
+    # -- streaming, compression, uploads --------------------------------------------
     # /_h2stream/bytes/N, /_h2stream/sink and /_h2stream/ndjson (see synthetic.py).
     builtin_endpoints: bool = option(
         True,
@@ -313,7 +313,7 @@ class Config:
         repeat=True,
     )
 
-    # -- observability (issue 5) ----------------------------------------------------------
+    # -- observability ----------------------------------------------------------------
     # A separate plain-HTTP/1.1 listener for /metrics, /healthz and /readyz; off by default.
     metrics_bind: Bind | None = option(
         None,
@@ -329,7 +329,7 @@ class Config:
         "combined", "access log line format", parse=_choice("combined", "json")
     )
 
-    # -- hardening limits (issue 6) -------------------------------------------------------
+    # -- hardening limits -------------------------------------------------------------
     # Each limit below fires into STATS.limit_events under its kind (see limits.py, README).
     # Timeouts: 0 turns one off. They are checked by one timer per worker (timeouts.py), so
     # they fire within a quarter of the smallest timeout (at most a second) after expiry.
@@ -444,7 +444,7 @@ class Config:
         metavar="N",
     )
 
-    # -- operations (issue 7) -------------------------------------------------------------
+    # -- operations -------------------------------------------------------------------
     # More than one worker (or --supervise) runs a supervisor: each worker accepts on its own
     # SO_REUSEPORT socket of every --bind; dead workers restart; SIGHUP reloads without downtime.
     workers: int = option(

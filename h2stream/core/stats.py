@@ -24,7 +24,7 @@ class Stats:
     rst_sent: int
     streams_active: int
     streams_total: int
-    # -- streaming, compression, uploads (issue 4) -------------------------------------------
+    # -- streaming, compression, uploads -------------------------------------------------
     # Compressed body bytes framed, by coding (not in body_bytes_copy: the modes are disjoint).
     body_bytes_zstd: int
     body_bytes_gzip: int
@@ -34,7 +34,7 @@ class Stats:
     request_body_too_large: int
     # DATA that disagreed with content-length: stream reset with PROTOCOL_ERROR.
     content_length_mismatch: int
-    # -- observability (issue 5) -----------------------------------------------------------
+    # -- observability -----------------------------------------------------------------
     # Request body (DATA payload) bytes received, whether an app read them or they were drained.
     request_body_bytes: int
     # Tables keyed by HTTP/2 error code (int) -> count. They change only when a RST_STREAM or
@@ -43,12 +43,12 @@ class Stats:
     rst_received_codes: dict[int, int]
     goaway_sent_codes: dict[int, int]
     goaway_received_codes: dict[int, int]
-    # Limits that fired and floods detected, kind -> count (issue 6 names the kinds, e.g.
-    # "rapid_reset", "ping_flood"). Count with: t[kind] = t.get(kind, 0) + 1
+    # Limits that fired and floods detected, kind -> count (e.g. "rapid_reset",
+    # "ping_flood"; the metric's label). Count with: t[kind] = t.get(kind, 0) + 1
     limit_events: dict[str, int]
-    # -- hardening (issue 6) ---------------------------------------------------------------
-    # -- operations (issue 7) --------------------------------------------------------------
-    # -- speed (issue 3) -------------------------------------------------------------------
+    # -- hardening ---------------------------------------------------------------------
+    # -- operations --------------------------------------------------------------------
+    # -- speed -------------------------------------------------------------------------
     # Polls for a peer's credit (busypoll.py) that found input, and that found none in time.
     busy_poll_hits: int
     busy_poll_misses: int

@@ -268,7 +268,7 @@ class TransportSink(SinkBase):
                 except OSError:
                     # The file cannot be read (EIO from a failing disk...). The header is out
                     # and promised n bytes: zero-fill them to keep the framing; the caller
-                    # resets the stream (issue 6).
+                    # resets the stream, so the client never takes zeros for the file.
                     self._transport.write(bytes(n))
                     return done + n, False
                 zero_copy += sent

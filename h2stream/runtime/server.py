@@ -52,8 +52,9 @@ class Server:
         # Access log, metrics observer and listener (observe.py): made in start() when
         # --access-log or --metrics-bind is given, unless set before start().
         self.observability: Observability | None = None
-        # Connections this worker holds at once (issue 6): --max-connections within the fd
-        # limit; set in start(), which may raise the soft RLIMIT_NOFILE first.
+        # Connections this worker holds at once, so accept() never meets EMFILE:
+        # --max-connections within the fd limit; set in start(), which may raise the soft
+        # RLIMIT_NOFILE first.
         self.max_connections = 1 << 30
         # The one timer that checks every connection's timeouts (timeouts.py).
         self._sweeper: Sweeper | None = None
