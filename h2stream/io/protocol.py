@@ -18,8 +18,10 @@ from h2stream.core.exchange import Handler
 from h2stream.core.limits import REFUSAL, limit_event
 from h2stream.core.session import Session
 from h2stream.core.stats import STATS
+from h2stream.http1.connection import Http1Connection
 from h2stream.io.busypoll import BusyPoll
 from h2stream.io.host import ConnectionHost
+from h2stream.io.http1sink import Http1TransportSink
 from h2stream.io.sink import SHORT_SOLO_RUN, TransportSink, WorkerPools
 from h2stream.io.timeouts import ConnectionWatch
 
@@ -43,6 +45,12 @@ class H2Protocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._sink: TransportSink | None = None
         self.session: Session | None = None
+        # Set instead of the session when the peer speaks HTTP/1.x.
+        self.http1: Http1Connection | None = None
+        versions = server.config.http.split(",")
+        self._http1_allowed = "1.1" in versions
+        self._http2_allowed = "2" in versions
+        self._raw: socket.socket | None = None
         # Bytes seen before we know what the peer speaks (preface or HTTP/1.1 head).
         self._sniffed = b""
         self._upgrade_allowed = not tls
@@ -82,6 +90,7 @@ class H2Protocol(asyncio.Protocol):
             if sock is not None:
                 raw = socket.fromfd(sock.fileno(), sock.family, socket.SOCK_STREAM)
                 raw.setblocking(False)
+        self._raw = raw
         if raw is not None and config.busy_poll_us:
             self._poller = BusyPoll(raw, config.busy_poll_us)
         buffers, read_ahead = self._pools.copy_buffers, self._pools.read_ahead
@@ -108,12 +117,19 @@ class H2Protocol(asyncio.Protocol):
             transport.set_write_buffer_limits(high=0, low=0)
         if self._tls:
             ssl_object = transport.get_extra_info("ssl_object")
-            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+            if alpn == "h2":
                 self._start_session().start()
                 self._after_session_io()
+            elif alpn == "http/1.1":
+                self._start_http1()
 
     def data_received(self, data: bytes) -> None:
         try:
+            http1 = self.http1
+            if http1 is not None:
+                self._after_http1_io(http1.receive(data))
+                return
             session = self.session
             if session is not None:
                 if session.closed:
@@ -166,7 +182,9 @@ class H2Protocol(asyncio.Protocol):
             self._reading_paused = False
             if not self._transport.is_closing():
                 self._transport.resume_reading()
-        if self.session is not None:
+        if self.http1 is not None:
+            self._pump_http1()
+        elif self.session is not None:
             try:
                 self._pump()
             except Exception:
@@ -196,6 +214,8 @@ class H2Protocol(asyncio.Protocol):
         self._server.connections.discard(self)
         if self.session is not None:
             self.session.connection_lost()
+        if self.http1 is not None:
+            self.http1.connection_lost()
         if self._sink is not None:
             self._sink.close()
         self._poller = None
@@ -249,6 +269,9 @@ class H2Protocol(asyncio.Protocol):
 
     def _pump(self) -> None:
         self._pump_scheduled = False
+        if self.http1 is not None:
+            self._pump_http1()
+            return
         session = self.session
         if session is None or session.closed:
             return
@@ -296,9 +319,14 @@ class H2Protocol(asyncio.Protocol):
         if self.session is not None:
             self.session.announce_shutdown()
             self._after_session_io()
+        elif self.http1 is not None:
+            self.http1.shutdown()  # idle keep-alive closes now; in flight finishes, last
 
     def shutdown(self) -> None:
         """Begin a graceful close (GOAWAY); sniffing connections just close."""
+        if self.http1 is not None:
+            self.http1.shutdown()
+            return
         if self.session is None:
             if self._transport is not None:
                 self._transport.close()
@@ -314,7 +342,7 @@ class H2Protocol(asyncio.Protocol):
 
     def _sniff(self, data: bytes) -> None:
         buffered = self._sniffed + data
-        if http1.could_be_preface(buffered):
+        if self._http2_allowed and http1.could_be_preface(buffered):
             if len(buffered) < len(http1.PREFACE):
                 self._sniffed = buffered
                 return
@@ -322,6 +350,14 @@ class H2Protocol(asyncio.Protocol):
             session = self._start_session()
             session.start()
             self._after_session_io(session.receive(buffered))
+            return
+        # PRI is the preface's method, never an HTTP/1.x request's (RFC 9113 section 3.4):
+        # a broken preface is refused below, not parsed.
+        if self._http1_allowed and not buffered.startswith(b"PRI"):
+            self._sniffed = b""
+            self._start_http1()
+            assert self.http1 is not None
+            self._after_http1_io(self.http1.receive(buffered))
             return
         try:
             parsed = http1.parse_head(buffered)
@@ -356,3 +392,88 @@ class H2Protocol(asyncio.Protocol):
         self._sniffed = b""
         self._transport.write(response)
         self._transport.close()
+
+    # -- HTTP/1.x ------------------------------------------------------------------------
+
+    def _start_http1(self) -> None:
+        """From now on the connection speaks HTTP/1.x: its writer unwraps body frames."""
+        transport = self._transport
+        assert transport is not None and self._sink is not None
+        config = self._server.config
+        pools = self._pools
+        self._poller = None  # busy polling waits for HTTP/2 window updates only
+        self._sink = Http1TransportSink(
+            transport,
+            self._raw,
+            pools.copy_buffers,
+            pools.read_ahead,
+            TLS_WRITE_HIGH if self._tls else 256 * 1024,
+            SHORT_SOLO_RUN,
+            sendfile=config.sendfile and not self._tls,
+        )
+        self.http1 = Http1Connection(
+            config,
+            self._sink,
+            self._handler,
+            self._close,
+            self.schedule_pump,
+            self._set_reading,
+            self._server.on_stream_end,
+            self._upgrade_from_http1 if self._upgrade_allowed and self._http2_allowed else None,
+        )
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.http1.peer = str(peer[0])
+        self.http1.tls = self._tls
+        if self._server.draining:
+            self.http1.draining = True
+
+    def _after_http1_io(self, more: bool) -> None:
+        assert self._sink is not None
+        self._sink.flush()
+        if not self._sink.writable:
+            self._check_buffer()
+        if more:
+            self.schedule_pump()
+
+    def _pump_http1(self) -> None:
+        http1 = self.http1
+        if http1 is None or http1.closed:
+            return
+        try:
+            self._after_http1_io(http1.pump())
+        except Exception:
+            log.exception("internal error while sending; closing the connection")
+            self.abort()
+
+    def _set_reading(self, reading: bool) -> None:
+        """The HTTP/1.1 connection's read pause: pipelining depth and unread request bodies."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if reading:
+            transport.resume_reading()
+        else:
+            transport.pause_reading()
+
+    def _upgrade_from_http1(
+        self, settings: bytes, method: bytes, headers: list[tuple[bytes, bytes]], rest: bytes
+    ) -> None:
+        """``Upgrade: h2c`` on the first request: the connection becomes HTTP/2 (its
+        request is stream 1)."""
+        assert self._transport is not None and self._sink is not None
+        self.http1 = None
+        self._sink.flush()
+        self._sink = TransportSink(
+            self._transport, self._raw, self._pools.copy_buffers, self._pools.read_ahead,
+            sendfile=self._server.config.sendfile,
+        )  # fmt: skip
+        self._transport.write(http1.SWITCHING_PROTOCOLS)
+        session = self._start_session()
+        try:
+            session.start_upgraded(settings, method, headers)
+        except Exception as exc:  # a malformed HTTP2-Settings value
+            log.debug("bad h2c upgrade: %s", exc)
+            self._close()
+            return
+        self._after_session_io(session.receive(rest) if rest else False)

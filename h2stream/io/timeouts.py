@@ -17,6 +17,10 @@ What fires, and the answer (every one counted in ``STATS.limit_events``):
   other control frames do not keep a connection alive.
 - ``send_timeout``: a stream parked on a zero stream window that long is reset with CANCEL:
   the peer broke no rule, we give up the response and free its file.
+- HTTP/1.1 (``_check_http1``): a head unfinished after the preface timeout (the first
+  request) or the header timeout (later ones) is closed without an answer, as nginx does;
+  ``body_timeout``: a request body that stops arriving gets 408 and a close;
+  ``keepalive_timeout``: an idle keep-alive connection is closed.
 - ``stalled_connection``: output that does not move for the send timeout (a socket the peer
   never reads, or a connection window it never reopens) closes the connection: GOAWAY when it
   can still be written, an abort when the transport is the thing that is stuck.
@@ -34,6 +38,7 @@ from h2stream.config import Config
 from h2stream.core.exchange import ResetCode
 from h2stream.core.limits import limit_event
 from h2stream.core.session import Session
+from h2stream.http1.connection import Http1Connection
 
 log = logging.getLogger("h2stream.timeouts")
 
@@ -53,6 +58,8 @@ def sweep_interval(config: Config) -> float:
             config.header_timeout,
             config.idle_timeout,
             config.send_timeout,
+            config.http1_keepalive_timeout,
+            config.http1_body_timeout,
         )
         if t > 0
     ]
@@ -69,6 +76,9 @@ class Watched(Protocol):
 
     @property
     def watch(self) -> ConnectionWatch | None: ...
+
+    @property
+    def http1(self) -> Http1Connection | None: ...
 
     def shutdown(self) -> None: ...
 
@@ -125,6 +135,10 @@ class ConnectionWatch:
             return
         session = self.protocol.session
         if session is None:
+            http1 = self.protocol.http1
+            if http1 is not None:
+                self._check_http1(now, http1, config)
+                return
             if config.preface_timeout and now - self.born >= config.preface_timeout:
                 limit_event("preface_timeout")
                 log.debug("no connection preface in %.1f s: closing", config.preface_timeout)
@@ -153,6 +167,56 @@ class ConnectionWatch:
             return
         if config.send_timeout:
             self._check_send(now, session, config.send_timeout)
+
+    def _check_http1(self, now: float, conn: Http1Connection, config: Config) -> None:
+        """HTTP/1.1: the head (slowloris, timed from its first byte, like nginx's
+        client_header_timeout), a body that stops arriving, the keep-alive wait, and output
+        that does not move."""
+        if conn.closed:
+            return
+        received = conn.received
+        if conn.head_pending or (not conn.requests and conn.idle):
+            # A head that does not finish: closed without an answer, as nginx does. Before
+            # the first request it is the connection's preface that never came.
+            first = not conn.requests
+            timeout = config.preface_timeout if first else config.header_timeout
+            since = self.born if first else conn.head_since
+            if timeout and now - since >= timeout:
+                conn.timed_out(0, "preface_timeout" if first else "header_timeout")
+            return
+        if conn.idle:
+            if self.idle_since is None or self.idle_mark != received:
+                self.idle_since, self.idle_mark = now, received
+            elif (
+                config.http1_keepalive_timeout
+                and now - self.idle_since >= config.http1_keepalive_timeout
+            ):
+                conn.timed_out(0, "keepalive_timeout")
+            return
+        self.idle_since = None
+        if conn.body_pending and config.http1_body_timeout:
+            if self.header_since is None or self.header_mark != received:
+                self.header_since, self.header_mark = now, received
+            elif now - self.header_since >= config.http1_body_timeout:
+                conn.timed_out(408, "body_timeout")
+                self.protocol.schedule_pump()
+                return
+        else:
+            self.header_since = None
+        if not config.send_timeout:
+            return
+        buffered = self.transport.get_write_buffer_size()
+        current = conn.current
+        sent = current.bytes_sent if current is not None else 0
+        if not buffered:
+            self.stall_since = None
+            return
+        mark = (buffered, sent, received, 0)
+        if self.stall_since is None or mark != self.stall_mark:
+            self.stall_since, self.stall_mark = now, mark
+        elif now - self.stall_since >= config.send_timeout:
+            limit_event("stalled_connection")
+            self.transport.abort()
 
     def _check_send(self, now: float, session: Session, timeout: float) -> None:
         streams = session.streams

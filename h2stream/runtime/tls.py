@@ -18,14 +18,17 @@ class TLSError(Exception):
     """A certificate or key that cannot be used; the message is meant for the operator."""
 
 
-def server_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+def server_context(
+    certfile: str, keyfile: str, protocols: tuple[str, ...] = ("h2", "http/1.1")
+) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(_TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    # Only h2: a client that offers no h2 completes the handshake without ALPN and is then
-    # refused with an HTTP/1.1 505 (see protocol.py), not a handshake alert it cannot explain.
-    context.set_alpn_protocols(["h2"])
+    # h2 first, then http/1.1 (RFC 7301: the server picks by its own order). A client that
+    # offers neither completes the handshake without ALPN and speaks HTTP/1.1 (or, on an
+    # HTTP/2-only listener, is refused with a 505: see protocol.py), never a handshake alert.
+    context.set_alpn_protocols([p for p in ("h2", "http/1.1") if p in protocols])
     for path in (certfile, keyfile):
         if not os.path.isfile(path):
             raise TLSError(f"cannot read {path}: no such file")
@@ -36,6 +39,12 @@ def server_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     except (ssl.SSLError, OSError) as exc:
         raise TLSError(f"cannot load certificate {certfile} with key {keyfile}: {exc}") from exc
     return context
+
+
+def alpn_protocols(http: str) -> tuple[str, ...]:
+    """The ALPN names offered for a listener's ``http`` versions ("1.1,2"), h2 first."""
+    versions = http.split(",")
+    return tuple(name for v, name in (("2", "h2"), ("1.1", "http/1.1")) if v in versions)
 
 
 def make_self_signed(directory: str | None = None) -> tuple[str, str]:

@@ -1,7 +1,9 @@
-"""What is not HTTP/2 on the port: HTTP/1.1 requests, garbage, truncated prefaces, TLS without h2.
+"""What is not HTTP/2 on the port: HTTP/1.1 requests on an HTTP/2-only listener (``--http 2``),
+garbage, truncated prefaces, TLS without h2.
 
 Each gets a short valid HTTP/1.1 error response or a clean close within a few seconds, never a
-connection left hanging; and the server keeps serving afterwards.
+connection left hanging; and the server keeps serving afterwards. A default listener serves
+the same HTTP/1.x requests (the test_http1_* modules test that in depth).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import random
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from support.clients import EXCHANGE_DEADLINE as DEADLINE
@@ -19,6 +23,20 @@ from support.clients import Exchange, exchange, tls_socket
 from support.curl import run_curl
 from support.frames import FRAME_SIZE_ERROR, GOAWAY, PREFACE, PROTOCOL_ERROR, parse_frames
 from support.servers import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def h2only_server(files_root: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(files_root, "--http", "2")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def h2only_tls_server(files_root: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(files_root, "--self-signed", "--http", "2")
+    yield server
+    server.stop()
 
 
 @dataclass
@@ -89,31 +107,31 @@ def assert_closed_cleanly(result: Exchange) -> None:
     ],
     ids=["get-1.1", "get-1.0", "websocket", "h2c-no-settings", "post", "options"],
 )
-def test_http1_request_gets_505_naming_http2(h2c_server: ServerProcess, head: bytes) -> None:
-    result = exchange(h2c_server.port, head)
+def test_http1_request_gets_505_naming_http2(h2only_server: ServerProcess, head: bytes) -> None:
+    result = exchange(h2only_server.port, head)
     assert result.outcome == "eof", "the server must close after its HTTP/1.1 answer"
     response = parse_http1(result.received)
     assert response.status == 505
     assert_valid_error(response)
     assert b"HTTP/2" in response.body
-    assert_serving(h2c_server)
+    assert_serving(h2only_server)
 
 
-def test_http1_head_gets_505_without_body(h2c_server: ServerProcess) -> None:
-    result = exchange(h2c_server.port, b"HEAD /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n")
+def test_http1_head_gets_505_without_body(h2only_server: ServerProcess) -> None:
+    result = exchange(h2only_server.port, b"HEAD /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert result.outcome == "eof"
     response = parse_http1(result.received)
     assert response.status == 505
     assert_valid_error(response, head=True)
-    assert_serving(h2c_server)
+    assert_serving(h2only_server)
 
 
-def test_curl_http11_gets_505(h2c_server: ServerProcess) -> None:
+def test_curl_http11_gets_505(h2only_server: ServerProcess) -> None:
     result = run_curl(
         "--http1.1",
         "-w",
         "\n%{http_code} %{http_version}",
-        f"{h2c_server.url}/hello.txt",
+        f"{h2only_server.url}/hello.txt",
         max_time=20,
         text=True,
     )
@@ -121,7 +139,17 @@ def test_curl_http11_gets_505(h2c_server: ServerProcess) -> None:
     body, _, status = result.stdout.rpartition("\n")
     assert status == "505 1.1"
     assert "HTTP/2" in body
-    assert_serving(h2c_server)
+    assert_serving(h2only_server)
+
+
+@pytest.mark.parametrize("version", ["--http1.1", "--http1.0"])
+def test_default_listener_serves_http1(h2c_server: ServerProcess, version: str) -> None:
+    """The same requests the HTTP/2-only listener refuses are served by a default one."""
+    result = run_curl(
+        version, "-w", "\n%{http_code}", f"{h2c_server.url}/hello.txt", max_time=20, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello, h2stream\n\n200"
 
 
 def test_oversized_http1_head_is_refused(h2c_server: ServerProcess) -> None:
@@ -241,7 +269,10 @@ def test_many_garbage_connections_then_serving(h2c_server: ServerProcess) -> Non
 
 
 @pytest.mark.parametrize("alpn", [["http/1.1"], None], ids=["alpn-http1.1", "no-alpn"])
-def test_tls_without_h2_is_refused(tls_server: ServerProcess, alpn: list[str] | None) -> None:
+def test_tls_without_h2_is_refused(
+    h2only_tls_server: ServerProcess, alpn: list[str] | None
+) -> None:
+    tls_server = h2only_tls_server
     try:
         sock = tls_socket(tls_server.port, alpn, timeout=DEADLINE)
     except ssl.SSLError:
@@ -260,7 +291,8 @@ def test_tls_without_h2_is_refused(tls_server: ServerProcess, alpn: list[str] | 
     assert_serving(tls_server)
 
 
-def test_curl_tls_http11_is_refused(tls_server: ServerProcess) -> None:
+def test_curl_tls_http11_is_refused(h2only_tls_server: ServerProcess) -> None:
+    tls_server = h2only_tls_server
     result = run_curl(
         "-k",
         "--http1.1",
@@ -288,14 +320,31 @@ def test_garbage_on_tls_port_is_closed(tls_server: ServerProcess) -> None:
     assert_serving(tls_server)
 
 
-def test_tls_h2_still_works_next_to_refusals(tls_server: ServerProcess) -> None:
+@pytest.mark.parametrize("listener", ["tls_server", "h2only_tls_server"])
+def test_tls_h2_still_works_next_to_refusals(request: pytest.FixtureRequest, listener: str) -> None:
     """After the refusals above, ALPN h2 is selected and a file comes back."""
+    tls_server: ServerProcess = request.getfixturevalue(listener)
     sock = tls_socket(tls_server.port, ["h2", "http/1.1"], timeout=DEADLINE)
     try:
         assert sock.selected_alpn_protocol() == "h2"
     finally:
         sock.close()
     assert_serving(tls_server)
+
+
+@pytest.mark.parametrize("alpn", [["http/1.1"], None], ids=["alpn-http1.1", "no-alpn"])
+def test_tls_without_h2_speaks_http1(tls_server: ServerProcess, alpn: list[str] | None) -> None:
+    sock = tls_socket(tls_server.port, alpn, timeout=DEADLINE)
+    assert sock.selected_alpn_protocol() == (alpn[0] if alpn else None)
+    result = exchange(
+        tls_server.port,
+        b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        sock=sock,
+    )
+    assert result.outcome == "eof"
+    response = parse_http1(result.received)
+    assert response.status == 200
+    assert response.body == b"hello, h2stream\n"
 
 
 def test_urandom_garbage_burst(h2c_server: ServerProcess) -> None:
