@@ -1,0 +1,414 @@
+"""One ASGI request's ``receive`` and ``send``, on one exchange.
+
+``send`` hands each body chunk to a :class:`~h2stream.body.bodies.ChunkBody` and awaits the
+future that resolves once the chunk is framed into the peer's window: at most one chunk per
+stream is ever held, and a client that does not read stops the app at its ``await send()``.
+``receive`` takes request body chunks as they arrive; their window credit goes back only when
+the app has been handed them, so a slow reader slows the client instead of filling memory.
+
+The channel also stands in for the app's task on the exchange (``exchange.task``): when the
+client resets the stream or the connection goes, the connection "cancels" it, which here means
+``http.disconnect`` for ``receive`` and :class:`ClientDisconnected` (an ``OSError``, as ASGI
+2.4 asks) for ``send``, so the app's own cleanup runs instead of a CancelledError at an
+arbitrary await.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+from typing import Any
+
+from h2stream.body.bodies import ChunkBody, FileBody
+from h2stream.core import requestid
+from h2stream.core.exchange import Exchange, Headers, ResetCode
+from h2stream.core.framing import BytesBody
+from h2stream.core.stats import STATS
+from h2stream.handlers.asgi.types import AsgiApp, Message, Scope
+
+log = logging.getLogger("h2stream.asgi")
+
+# Copy-path chunks when a zerocopysend cannot go as one file body (more_body, trailers).
+FILE_CHUNK = 256 * 1024
+
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class ClientDisconnected(ConnectionResetError):
+    """``send()`` after the client reset the stream or the connection went away."""
+
+
+class _Gone:
+    """What a finished channel holds instead of its exchange: nothing is owed to it."""
+
+    open = False
+    stream_id = 0
+
+    def consumed(self, length: int) -> None:
+        pass
+
+    def reset(self, code: ResetCode) -> None:
+        pass
+
+
+_GONE: Any = _Gone()
+
+
+class _FdCloser:
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+def _fields(raw: Any) -> Headers:
+    """Header pairs as the exchange sends them: bytes, names lowercase (HTTP/2 requires it)."""
+    return [(bytes(name).lower(), bytes(value)) for name, value in raw]
+
+
+class Channel:
+    """The request/response state of one ASGI HTTP request (RequestBodySink and Cancellable
+    for its exchange)."""
+
+    __slots__ = (
+        "_awaiting_trailers",
+        "_body",
+        "_body_end_sent",
+        "_chunks",
+        "_disconnected",
+        "_done",
+        "_ended",
+        "_exchange",
+        "_finished",
+        "_head",
+        "_headers",
+        "_limit",
+        "_received",
+        "_started",
+        "_status",
+        "_trailers",
+        "_trailers_expected",
+        "_waiter",
+        "buffered",
+    )
+
+    def __init__(self, exchange: Exchange, limit: int) -> None:
+        self._exchange = exchange
+        self._limit = limit
+        self._chunks: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False  # the request body is complete (or broken)
+        self._body_end_sent = False  # the app was given more_body=False
+        self._disconnected = False
+        self._received = 0
+        # Request body bytes received but not yet handed to the app (what the server holds).
+        self.buffered = 0
+        self._status = 0
+        self._headers: Headers = []
+        self._head = exchange.method == b"HEAD"
+        self._trailers_expected = False
+        self._trailers: Headers = []
+        self._awaiting_trailers = False  # the body ended; announced trailers still to come
+        self._body: ChunkBody | None = None
+        self._started = False  # the response headers went to the exchange
+        self._done = False  # the whole response is with the exchange
+        self._finished = False  # the app's coroutine returned
+        exchange.read_body(self)
+
+    # -- RequestBodySink ------------------------------------------------------------------
+
+    def feed(self, data: bytes, flow_controlled_length: int) -> None:
+        if self._disconnected or self._ended:
+            self._exchange.consumed(flow_controlled_length)
+            return
+        self._received += len(data)
+        if self._received > self._limit:
+            self._exchange.consumed(flow_controlled_length)
+            self._too_large()
+            return
+        self._chunks.append((data, flow_controlled_length))
+        self.buffered += len(data)
+        self._wake()
+
+    def end(self, error: BaseException | None = None) -> None:
+        self._ended = True
+        if error is not None:
+            self._disconnect()
+        self._wake()
+
+    # -- Cancellable: the connection's view of the app's task -----------------------------
+
+    def done(self) -> bool:
+        return self._finished
+
+    def cancel(self, msg: str | None = None) -> bool:
+        self._disconnect()
+        return True
+
+    def _disconnect(self) -> None:
+        if self._disconnected:
+            return
+        self._disconnected = True
+        # Queued chunks will never be read: their connection credit goes back.
+        credit = sum(length for _, length in self._chunks)
+        self._chunks.clear()
+        self.buffered = 0
+        if credit:
+            self._exchange.consumed(credit)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _too_large(self) -> None:
+        """The body crossed the limit while arriving: answer now, stop the upload."""
+        STATS.request_body_too_large += 1
+        exchange = self._exchange
+        if exchange.open:
+            if self._started:
+                exchange.reset(ResetCode.CANCEL)
+            else:
+                self._started = self._done = True
+                exchange.answer_and_stop(413, b"payload too large\n")
+                exchange.wake()
+        self._disconnect()
+
+    # -- receive ---------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        while True:
+            chunks = self._chunks
+            if chunks:
+                data, credit = chunks.popleft()
+                self.buffered -= len(data)
+                self._exchange.consumed(credit)
+                last = self._ended and not chunks
+                self._body_end_sent = last
+                return {"type": "http.request", "body": data, "more_body": not last}
+            if self._disconnected or self._done:
+                return _DISCONNECT
+            if self._ended and not self._body_end_sent:
+                self._body_end_sent = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            # Wait for a chunk, the end of the body, or (after it) the client going away.
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+    # -- send ------------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if self._disconnected:
+            raise ClientDisconnected(f"stream {self._exchange.stream_id}: the client went away")
+        if kind == "http.response.body":
+            await self._send_body(message.get("body", b""), message.get("more_body", False))
+        elif kind == "http.response.start":
+            if self._status:
+                raise RuntimeError("http.response.start sent twice")
+            self._status = int(message["status"])
+            self._headers = _fields(message.get("headers", ()))
+            self._trailers_expected = bool(message.get("trailers", False))
+        elif kind == "http.response.pathsend":
+            self._send_path(message["path"])
+        elif kind == "http.response.zerocopysend":
+            await self._send_file(message)
+        elif kind == "http.response.trailers":
+            await self._send_trailers(message)
+        else:
+            raise ValueError(f"unexpected ASGI message type {kind!r}")
+
+    def _check_body_allowed(self) -> None:
+        if not self._status:
+            raise RuntimeError("response body before http.response.start")
+        if self._done:
+            raise RuntimeError("the response is already complete")
+
+    async def _send_body(self, data: bytes, more: bool) -> None:
+        self._check_body_allowed()
+        exchange = self._exchange
+        if not self._started:
+            if not more and not self._trailers_expected:
+                # The whole body in one message (the common case): one response, no handover.
+                # The bytes stay referenced by the exchange until framed, as a chunk would.
+                self._started = True
+                body = BytesBody(data) if data and not self._head else None
+                exchange.respond(self._status, self._headers, body)
+                exchange.wake()
+                self._complete()
+                return
+            self._start_stream()
+        if self._body is None:  # HEAD: the body is discarded
+            if not more:
+                if self._trailers_expected:
+                    self._awaiting_trailers = True
+                else:
+                    self._complete()
+            return
+        if data or not more:
+            await self._put(data, not more and not self._trailers_expected, None)
+        if not more:
+            if self._trailers_expected:
+                self._awaiting_trailers = True
+            else:
+                self._complete()
+
+    def _complete(self) -> None:
+        """The whole response is with the exchange: a receive() waiting now gets
+        http.disconnect (the spec's answer once the response has been sent)."""
+        self._done = True
+        self._wake()
+
+    def _start_stream(self) -> None:
+        self._started = True
+        body = None if self._head else ChunkBody()
+        self._body = body
+        self._exchange.respond(self._status, self._headers, body)
+        self._exchange.wake()
+
+    async def _put(self, data: bytes | memoryview, end: bool, trailers: Headers | None) -> None:
+        body = self._body
+        assert body is not None
+        exchange = self._exchange
+        if not exchange.open:
+            raise ClientDisconnected(f"stream {exchange.stream_id} is closed")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        body.put(data, waiter, end, trailers)
+        exchange.body_ready()
+        try:
+            await waiter
+        except ConnectionResetError as exc:
+            raise ClientDisconnected(str(exc)) from None
+
+    async def _send_trailers(self, message: Message) -> None:
+        if not self._awaiting_trailers:
+            raise RuntimeError("http.response.trailers without trailers announced in start")
+        self._trailers.extend(_fields(message.get("headers", ())))
+        if message.get("more_trailers", False):
+            return
+        body_sent = self._body is not None  # HEAD: no body, no trailers
+        if body_sent:
+            # No fields at all: the body simply ends (an empty HEADERS frame says nothing).
+            await self._put(b"", True, self._trailers or None)
+        self._complete()
+
+    def _send_path(self, path: str) -> None:
+        """The whole file at ``path`` by the static files' zero-copy/copy rules."""
+        self._check_body_allowed()
+        if self._started:
+            raise RuntimeError("http.response.pathsend after the body started")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        self._respond_file(fd, 0, size)
+
+    def _respond_file(self, fd: int, offset: int, length: int) -> None:
+        closer = _FdCloser(fd)
+        headers = self._headers
+        if not any(name == b"content-length" for name, _ in headers):
+            headers.append((b"content-length", b"%d" % length))
+        self._started = True
+        self._complete()
+        body = None
+        if self._head or length == 0:
+            closer.close()
+        else:
+            body = FileBody(fd, offset, length, closer)
+        self._exchange.respond(self._status, headers, body)
+        self._exchange.wake()
+
+    async def _send_file(self, message: Message) -> None:
+        """``http.response.zerocopysend``: a file range, zero-copy when it is the whole rest
+        of the response, else read into chunks (the copy path) between other chunks."""
+        self._check_body_allowed()
+        fd = message["file"].fileno()
+        offset = message.get("offset")
+        if offset is None:
+            offset = os.lseek(fd, 0, os.SEEK_CUR)
+        count = message.get("count")
+        if count is None:
+            count = max(0, os.fstat(fd).st_size - offset)
+        more = message.get("more_body", False)
+        if not self._started and not more and not self._trailers_expected:
+            # The body holds its own descriptor: the app may close its file once send returns.
+            self._respond_file(os.dup(fd), offset, count)
+            return
+        while count > 0:
+            data = os.pread(fd, min(FILE_CHUNK, count), offset)
+            if not data:
+                break
+            offset += len(data)
+            count -= len(data)
+            await self._send_body(data, True)
+        if not more:
+            await self._send_body(b"", False)
+
+    # -- the app's coroutine ---------------------------------------------------------------
+
+    async def run(self, app: AsgiApp, scope: Scope) -> None:
+        exchange = self._exchange
+        try:
+            await app(scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass  # the client went away: nothing left to answer
+        except asyncio.CancelledError:
+            pass  # the loop is closing
+        except Exception:
+            if not exchange.request_id:
+                # The id the 500 carries (respond adds x-request-id) and the log line names.
+                exchange.request_id = requestid.generate()
+            log.exception(
+                "ASGI app failed: request_id=%s stream=%d %s %s",
+                exchange.request_id,
+                exchange.stream_id,
+                exchange.method.decode("latin-1"),
+                exchange.path.decode("latin-1"),
+            )
+            self._fail()
+        else:
+            if not self._done and not self._disconnected:
+                log.error(
+                    "ASGI app returned without completing the response: stream=%d %s",
+                    exchange.stream_id,
+                    exchange.path.decode("latin-1"),
+                )
+                self._fail()
+        finally:
+            self._finished = True
+            self._wake()
+            exchange.wake()
+            self._let_go(exchange)
+
+    def _let_go(self, exchange: Exchange) -> None:
+        """Break the channel <-> exchange cycle once the app is done with the request: the
+        stream holds the channel (its task and body reader) until it ends, and a cycle per
+        request would leave every request's objects to the garbage collector."""
+        if exchange.task is self:
+            exchange.task = None
+        if self._ended:
+            # Nothing more arrives: unread chunks' credit goes back, then the exchange goes.
+            self._disconnect()
+            self._exchange = _GONE
+
+    def _fail(self) -> None:
+        """Before the headers: 500. After: a reset (the body is broken, never complete)."""
+        exchange = self._exchange
+        # A complete response stays complete (Starlette sends its own 500, then re-raises).
+        if not exchange.open or self._disconnected or self._done:
+            return
+        if not self._started:
+            self._started = self._done = True
+            exchange.answer_and_stop(500, b"internal server error\n")
+        else:
+            exchange.reset(ResetCode.INTERNAL_ERROR)
