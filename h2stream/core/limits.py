@@ -137,8 +137,16 @@ class FloodLimits:
     def data_sent(self, frames: int) -> None:
         """We sent ``frames`` DATA frames: a peer may answer each with a stream and a
         connection WINDOW_UPDATE (HAProxy does, with small increments), so each is credit
-        against the small-WINDOW_UPDATE budget. A flood is updates nobody asked for."""
-        self.counts[WINDOW_UPDATE] -= 2 * frames
+        against the small-WINDOW_UPDATE budget. A flood is updates nobody asked for.
+
+        One PING per turn of DATA is credited too: gRPC clients (grpc-go's bandwidth
+        estimator) ping as data arrives, faster than any fixed per-second budget on a fast
+        stream. That credit is banked up to one second's budget, so a peer cannot save up
+        for a ping flood by downloading first."""
+        counts = self.counts
+        counts[WINDOW_UPDATE] -= 2 * frames
+        if counts[PING] > -self.budgets[PING]:
+            counts[PING] -= 1
 
     def peer_reset(self, highest_stream_id: int) -> None:
         """A RST_STREAM from the peer. ``highest_stream_id`` tells how many streams it opened."""
