@@ -95,7 +95,9 @@ async def export_csv(request: Request) -> None:
     await out.send(header)
     batch: list[str] = []
     for row in table(rows):
-        batch.append(f"{row['id']},{row['name']},{row['city']},{row['score']},{row['active']}\n")
+        # JSON's spelling of booleans, so both exports say the same (Python's would be True).
+        active = "true" if row["active"] else "false"
+        batch.append(f"{row['id']},{row['name']},{row['city']},{row['score']},{active}\n")
         if len(batch) == BATCH:
             chunk = "".join(batch).encode()
             digest.update(chunk)

@@ -111,6 +111,32 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+HTTP_VERSIONS = ("1.1", "2")
+
+
+def parse_http_versions(text: str) -> str:
+    """``1.1,2``, ``2`` or ``1.1`` (HTTP/1.0 comes with 1.1), normalised to that order (a
+    string, so it crosses to worker processes like any other option)."""
+    names = {part.strip().lower().removeprefix("http/") for part in text.split(",")}
+    names.discard("")
+    unknown = names - set(HTTP_VERSIONS)
+    if unknown or not names:
+        raise ValueError(f"expected 1.1, 2 or 1.1,2, got {text!r}")
+    return ",".join(v for v in HTTP_VERSIONS if v in names)
+
+
+def _size_range(low: int, high: int) -> Callable[[str], int]:
+    """A byte count in ``low..high``."""
+
+    def parse(text: str) -> int:
+        value = parse_size(text)
+        if not low <= value <= high:
+            raise ValueError(f"expected {low}..{high} bytes, got {value}")
+        return value
+
+    return parse
+
+
 MAX_WORKERS = 1024
 
 
@@ -168,9 +194,25 @@ class Config:
     )
     app: str | None = option(
         None,
-        "serve an h2stream.App MODULE:ATTR; unmatched paths fall through to ROOT if given",
+        "serve an h2stream.App (unmatched paths fall through to ROOT if given) or an ASGI 3 "
+        "app MODULE:ATTR",
         metavar="MODULE:ATTR",
     )
+    # -- ASGI applications --------------------------------------------------------------
+    # auto tells an h2stream.App from an ASGI 3 callable; forcing one gives a clear error
+    # instead of a guess when an object could pass for either.
+    interface: str = option(
+        "auto",
+        "what --app is: auto detects an h2stream.App or an ASGI 3 application",
+        parse=_choice("auto", "asgi", "native"),
+    )
+    # auto runs the lifespan protocol and carries on without it if the app does not speak
+    # it (as uvicorn does); on makes any lifespan error fatal; off never sends it.
+    lifespan: str = option(
+        "auto", "ASGI lifespan startup/shutdown", parse=_choice("auto", "on", "off")
+    )
+    # Behind a proxy that strips a prefix, the app still builds its URLs with it.
+    root_path: str = option("", "ASGI root_path: the prefix the app is mounted at", metavar="PATH")
     certfile: str | None = option(None, "TLS certificate chain (enables TLS)", metavar="PEM")
     keyfile: str | None = option(None, "TLS private key", metavar="PEM")
     self_signed: bool = option(
@@ -329,6 +371,16 @@ class Config:
         "combined", "access log line format", parse=_choice("combined", "json")
     )
 
+    # -- directory listing --------------------------------------------------------------
+    # Off by default, as in nginx and h2o: a listing publishes every name in ROOT, which an
+    # operator should choose. Hidden names and symlinks leading out of ROOT are never listed.
+    directory_listing: bool = option(
+        False,
+        "list a directory that has no index.html (HTML, or JSON for accept: application/json)",
+        switch=True,
+        parse=parse_bool,
+    )
+
     # -- hardening limits -------------------------------------------------------------
     # Each limit below fires into STATS.limit_events under its kind (see limits.py, README).
     # Timeouts: 0 turns one off. They are checked by one timer per worker (timeouts.py), so
@@ -444,6 +496,70 @@ class Config:
         metavar="N",
     )
 
+    # -- HTTP/1.1 ------------------------------------------------------------------------
+    # Every listener speaks HTTP/1.1 and HTTP/2 (the first bytes, or TLS ALPN, decide); "2"
+    # alone keeps the HTTP/2-only server that answers HTTP/1.x with 505.
+    http: str = option(
+        "1.1,2",
+        "protocols a listener speaks: 1.1,2 (default), 2 or 1.1",
+        parse=parse_http_versions,
+        metavar="1.1,2",
+    )
+    # Request line plus header block, as nginx's large_client_header_buffers (4 x 8 KiB) bound
+    # them: a request line alone over this is 414, a head over it 431.
+    http1_max_head_size: int = option(
+        16384,
+        "bytes of an HTTP/1.1 request line and header block (1 KiB to 1 MiB)",
+        parse=_size_range(1024, 1 << 20),
+        metavar="BYTES",
+    )
+    # Header fields in one HTTP/1.1 request (h2o 100, Apache 100): more is 431.
+    http1_max_headers: int = option(
+        100, "header fields in one HTTP/1.1 request", parse=_int_range(1, 1000), metavar="N"
+    )
+    # Pipelined requests read ahead of the one being answered; past this, reading pauses and
+    # TCP holds the rest (a client cannot make us queue requests without bound).
+    http1_pipeline_depth: int = option(
+        16,
+        "HTTP/1.1 pipelined requests read ahead of the one answered",
+        parse=_int_range(1, 1024),
+        metavar="N",
+    )
+    # A request body that stops arriving this long (slow POST) closes the connection with
+    # 408 when nothing was answered yet (nginx client_body_timeout 60 s).
+    http1_body_timeout: float = option(
+        60.0,
+        "seconds an HTTP/1.1 request body may pause",
+        parse=parse_seconds,
+        metavar="SECONDS",
+    )
+    # Idle keep-alive connections are closed after this (nginx keepalive_timeout 75 s, h2o
+    # 10 s); shorter than HTTP/2's idle timeout since a browser opens six of them per origin.
+    http1_keepalive_timeout: float = option(
+        15.0,
+        "seconds an idle HTTP/1.1 keep-alive connection is kept",
+        parse=parse_seconds,
+        metavar="SECONDS",
+    )
+
+    # -- gRPC (h2stream.handlers.grpc) ----------------------------------------------------
+    # grpc's own default receive limit. A request message is held whole until its handler
+    # reads it, so this bounds what one call can make the server hold.
+    grpc_max_message_size: int = option(
+        4 << 20,
+        "largest gRPC request message (1 KiB to 1 GiB); larger is RESOURCE_EXHAUSTED",
+        parse=_size_range(1024, 1 << 30),
+        metavar="BYTES",
+    )
+    # A handler's exception text can name internals, so INTERNAL carries a generic message
+    # unless the operator asks for the text (while debugging).
+    grpc_expose_errors: bool = option(
+        False,
+        "send a failing gRPC handler's exception text in grpc-message",
+        switch=True,
+        parse=parse_bool,
+    )
+
     # -- operations -------------------------------------------------------------------
     # More than one worker (or --supervise) runs a supervisor: each worker accepts on its own
     # SO_REUSEPORT socket of every --bind; dead workers restart; SIGHUP reloads without downtime.
@@ -517,9 +633,57 @@ def read_config_file(path: str) -> dict[str, Any]:
         name = aliases.get(key, key.replace("-", "_"))
         spec = known.get(name)
         if spec is None:
-            raise ConfigError(f"config file {path}: unknown key {key!r}")
+            raise ConfigError(f"config file {path}: unknown key {key!r}{_file_hint(key)}")
         values[name] = _coerce(key, spec, value, f"config file {path}")
+    return _relative_to(os.path.dirname(os.path.abspath(path)), values)
+
+
+# Fields naming a file or directory. In a config file a relative one is taken from the file's
+# own directory, not the working directory: a service's working directory is usually ``/``,
+# and a file checked with check-config must mean the same wherever it is run from.
+_PATH_FIELDS = ("root", "certfile", "keyfile", "pid_file", "access_log")
+
+
+def _relative_to(base: str, values: dict[str, Any]) -> dict[str, Any]:
+    for name in _PATH_FIELDS:
+        value = values.get(name)
+        if isinstance(value, str) and value != "-" and not os.path.isabs(value):
+            values[name] = os.path.normpath(os.path.join(base, value))
     return values
+
+
+def nearest_key(key: str) -> tuple[str, bool] | None:
+    """The valid key an unknown one most likely meant, and whether it was a negative flag.
+
+    A negative flag (``no-compression``) is not a key: the key is the option it turns off
+    (``compression = false``); for that the second item is True.
+    """
+    specs = {f.name.replace("_", "-"): spec for f, spec in option_fields()}
+    dashed = key.strip().lower().replace("_", "-")
+    for name, spec in specs.items():
+        if spec.invert and spec.flag == "--" + dashed:
+            return name, True
+    if dashed.startswith("no-") and specs.get(dashed[3:], OptionSpec("")).parse is parse_bool:
+        return dashed[3:], True
+    import difflib  # here, not at import: only an error needs it
+
+    close = difflib.get_close_matches(dashed, [*specs, "bind"], n=1, cutoff=0.6)
+    return (close[0], False) if close else None
+
+
+def _file_hint(key: str) -> str:
+    near = nearest_key(key)
+    if near is None:
+        return ""
+    return f" (did you mean {near[0]}{' = false' if near[1] else ''}?)"
+
+
+def _env_hint(suffix: str) -> str:
+    near = nearest_key(suffix)
+    if near is None:
+        return ""
+    name = ENV_PREFIX + near[0].replace("-", "_").upper()
+    return f" (did you mean {name}{'=false' if near[1] else ''}?)"
 
 
 def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -533,7 +697,7 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         name = aliases.get(suffix, suffix.lower())
         spec = known.get(name)
         if spec is None:
-            raise ConfigError(f"environment: unknown variable {key}")
+            raise ConfigError(f"environment: unknown variable {key}{_env_hint(suffix)}")
         values[name] = _coerce(key, spec, text, "environment")
     return values
 
@@ -547,6 +711,8 @@ def validate(config: Config) -> Config:
         raise ConfigError("--self-signed and --certfile exclude each other")
     if not config.binds:
         raise ConfigError("no --bind address")
+    if config.pid_file and not os.path.isdir(os.path.dirname(os.path.abspath(config.pid_file))):
+        raise ConfigError(f"pid file {config.pid_file!r}: its directory does not exist")
     return config.replace(root=os.path.abspath(config.root))
 
 

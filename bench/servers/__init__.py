@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench.asgi_servers import ASGI_SERVERS
 from bench.servers.base import H2C, TLS, Context, Launch, Server
 from bench.servers.caddy import Caddy
 from bench.servers.h2o import H2O
@@ -36,6 +37,8 @@ ALL: tuple[Server, ...] = (
     GranianMemory(),
     UvicornZttp(),
     UvicornZttpMemory(),
+    # The ASGI section: h2stream --app beside the ASGI peers on the same app files.
+    *ASGI_SERVERS,
 )
 BY_NAME = {s.name: s for s in ALL}
 

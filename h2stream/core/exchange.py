@@ -82,10 +82,21 @@ class Exchange(Protocol):
     status: int
     # The stream id (HTTP/2) or the request's number on its connection (HTTP/1.1): for logs.
     stream_id: int
+    # What the handler adds to its access log line ("" for most): gRPC's status, which
+    # travels in trailers where the log cannot see it.
+    log_note: str
 
     @property
     def http_version(self) -> str:
         """``"2"``, ``"1.1"`` or ``"1.0"``."""
+
+    @property
+    def tls(self) -> bool:
+        """Whether the request came over TLS (ASGI's ``scheme``)."""
+
+    @property
+    def peer(self) -> str:
+        """The client's address (``-`` when unknown), as the access log names it."""
 
     @property
     def request_ended(self) -> bool:
@@ -158,6 +169,8 @@ class ExchangeRecord(Protocol):
     first_byte_at: float
     # The stream id (HTTP/2) or the request's number on its connection (HTTP/1.1).
     stream_id: int
+    # Exchange.log_note as the handler left it.
+    log_note: str
 
     @property
     def http_version(self) -> str: ...

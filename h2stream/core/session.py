@@ -76,6 +76,7 @@ class StreamState:
         "first_byte_at",
         "h2_stream",
         "headers",
+        "log_note",
         "method",
         "mode",
         "path",
@@ -124,6 +125,7 @@ class StreamState:
         # The handler's task serving this stream, cancelled if the stream dies.
         self.task: Cancellable | None = None
         self.request_id = ""
+        self.log_note = ""
         self.status = 0
         self.bytes_sent = 0
         self.mode = ""

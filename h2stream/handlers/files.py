@@ -192,6 +192,29 @@ class FileRoot:
             # The tree changed under the cached decision (rename, symlink swap): decide afresh.
         return self._open_fresh(path, now)
 
+    def directory(self, raw_path: bytes) -> tuple[str, list[str]] | None:
+        """The real directory ``raw_path`` names inside ROOT and its segments, for a listing.
+
+        Asked only after ``open`` failed (no index), so it costs nothing on the file path.
+        None for anything else, and for a hidden directory (a segment starting with a dot),
+        which is never listed.
+        """
+        text = _decode_path(_strip_query(raw_path))
+        if isinstance(text, int):
+            return None
+        normalised = _normalise(text)
+        if normalised is None or any(part.startswith(".") for part in normalised[0]):
+            return None
+        parts = normalised[0]
+        real = self._realpath_inside(os.path.join(self.root, *parts))
+        if real is None or not os.path.isdir(real):
+            return None
+        return real, parts
+
+    def inside(self, path: str) -> bool:
+        """Whether ``path`` resolves (symlinks followed) to ROOT or below it."""
+        return self._realpath_inside(path) is not None
+
     def _reopen(self, target: _Target) -> OpenFile | None:
         """The fast path: open the cached real path and accept only the file proven before."""
         opened = _open_stat(target.real)

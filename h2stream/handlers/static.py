@@ -15,6 +15,7 @@ from h2stream.body.sources import FileSource
 from h2stream.core.exchange import Exchange, Headers
 from h2stream.core.stats import STATS
 from h2stream.handlers.files import ALLOW, FileRoot, OpenFile, content_type_for, plan_file_response
+from h2stream.handlers.listing import FORBIDDEN_HINT, HINT, DirectoryListing
 
 _REASONS = {
     400: b"bad request\n",
@@ -29,9 +30,13 @@ _SIBLING_SUFFIX = {"zstd": b".zst", "gzip": b".gz"}
 class StaticFiles:
     """Serves ROOT: an exchange handler, answering synchronously."""
 
-    def __init__(self, root: str, policy: EncodingPolicy | None = None) -> None:
+    def __init__(
+        self, root: str, policy: EncodingPolicy | None = None, listing: bool = False
+    ) -> None:
         self.root = FileRoot(root)
         self.policy = policy
+        # Directories without an index: listed, or answered with how to turn listing on.
+        self.listing = DirectoryListing(self.root) if listing else None
 
     def __call__(self, exchange: Exchange) -> None:
         method = exchange.method
@@ -41,7 +46,10 @@ class StaticFiles:
             return
         opened = self.root.open(exchange.path)
         if not isinstance(opened, OpenFile):
-            exchange.respond_bytes(opened, _REASONS.get(opened, b"error\n"), head=head)
+            if opened == 404 or opened == 403:
+                self._no_file(exchange, opened, head)
+            else:
+                exchange.respond_bytes(opened, _REASONS.get(opened, b"error\n"), head=head)
             return
         policy = self.policy
         if policy is not None and policy.compressible(opened.content_type):
@@ -59,6 +67,16 @@ class StaticFiles:
         exchange.respond(
             plan.status, plan.headers, FileBody(opened.fd, plan.offset, plan.length, opened)
         )
+
+    def _no_file(self, exchange: Exchange, status: int, head: bool) -> None:
+        """A 404 or 403: a directory without an index is listed, or its answer says how."""
+        found = self.root.directory(exchange.path)
+        if found is None:
+            exchange.respond_bytes(status, _REASONS[status], head=head)
+        elif self.listing is not None:
+            self.listing(exchange, *found)
+        else:
+            exchange.respond_bytes(status, HINT if status == 404 else FORBIDDEN_HINT, head=head)
 
     # -- content negotiation (compressible types only) -----------------------------------
 

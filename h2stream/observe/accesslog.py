@@ -84,6 +84,11 @@ class _ClockCache:
         return self._value
 
 
+def _note(stream: ExchangeRecord) -> str:
+    """The handler's note; an exchange whose protocol does not carry one yet has none."""
+    return getattr(stream, "log_note", "")
+
+
 def _request_fields(stream: ExchangeRecord) -> tuple[bytes, bytes, bytes, bytes]:
     """Referer, user agent, range and authority from the request headers (``b""`` if absent)."""
     referer = agent = range_ = authority = b""
@@ -175,6 +180,7 @@ class AccessLog:
 
     def _combined(self, stream: ExchangeRecord) -> str:
         now = time.monotonic()
+        note = _note(stream)
         referer, agent, range_, _ = _request_fields(stream)
         reset = _code_name(stream.reset_code)
         protocol, transport = _protocol(stream)
@@ -184,7 +190,9 @@ class AccessLog:
             f'{stream.bytes_sent} "{escape(referer) if referer else "-"}" '
             f'"{escape(agent) if agent else "-"}" {transport} '
             f"{stream.stream_id} {now - stream.started:.6f} {stream.mode or '-'} "
-            f'"{escape(range_) if range_ else "-"}" {reset or "-"} {stream.request_id or "-"}\n'
+            f'"{escape(range_) if range_ else "-"}" {reset or "-"} {stream.request_id or "-"}'
+            # The handler's note (gRPC: grpc-status=N), only on lines that have one.
+            f"{' ' + note if note else ''}\n"
         )
 
     def _json(self, stream: ExchangeRecord) -> str:
@@ -218,4 +226,7 @@ class AccessLog:
             else None,
             "request_id": stream.request_id or None,
         }
+        note = _note(stream)
+        if note:
+            record["note"] = note
         return json.dumps(record, separators=(",", ":")) + "\n"

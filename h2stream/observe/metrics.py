@@ -44,6 +44,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from h2stream import __version__
 from h2stream.core.exchange import ExchangeRecord
 from h2stream.core.stats import STATS
+from h2stream.handlers.grpc.stats import GRPC_STATS, KEY_SEPARATOR
 
 log = logging.getLogger("h2stream.metrics")
 
@@ -95,12 +96,17 @@ class StreamMetrics:
 
     def __init__(self) -> None:
         self.status_classes = [0] * len(STATUS_CLASSES)
+        # Exchanges by HTTP version ("2", "1.1", "1.0"): every listener speaks both.
+        self.protocols: dict[str, int] = {}
         self.ttfb = Histogram(TTFB_BUCKETS)
         self.duration = Histogram(DURATION_BUCKETS)
 
     def observe(self, stream: ExchangeRecord) -> None:
         status = stream.status
         self.status_classes[status // 100 if 100 <= status < 600 else 0] += 1
+        protocols = self.protocols
+        version = stream.http_version
+        protocols[version] = protocols.get(version, 0) + 1
         if stream.first_byte_at:
             self.ttfb.observe(stream.first_byte_at - stream.started)
         self.duration.observe(time.monotonic() - stream.started)
@@ -157,8 +163,13 @@ class Snapshot:
             counters=dict(STATS.snapshot()),
             # JSON keys are strings: codes are written as decimal text.
             tables={
-                name: {str(key): count for key, count in table.items()}
-                for name, table in STATS.tables().items()
+                **{
+                    name: {str(key): count for key, count in table.items()}
+                    for name, table in STATS.tables().items()
+                },
+                # gRPC calls by method and status, messages and bytes by method.
+                **GRPC_STATS.tables(),
+                "protocols": dict(STREAMS.protocols),
             },
             status_classes=list(STREAMS.status_classes),
             # Bucket counts, then the sum of observed values as the last element.
@@ -364,6 +375,15 @@ class H2StreamCollector(Collector):
         for label, count in zip(STATUS_CLASSES, snap.status_classes, strict=False):
             streams.add_metric([label], count)
         yield streams
+        by_protocol = CounterMetricFamily(
+            f"{PREFIX}_exchanges_by_protocol",
+            "Requests ended (completed or reset), by protocol: HTTP/2, HTTP/1.1, HTTP/1.0.",
+            labels=["protocol"],
+        )
+        protocols = snap.tables.get("protocols", {})
+        for version in ("2", "1.1", "1.0"):
+            by_protocol.add_metric([f"HTTP/{version}"], protocols.get(version, 0))
+        yield by_protocol
         body = CounterMetricFamily(
             f"{PREFIX}_response_body_bytes",
             "Response body bytes framed, by how they left (sendfile: zero-copy).",
@@ -442,6 +462,30 @@ class H2StreamCollector(Collector):
         info.add_metric(list(self.versions.values()), 1)
         yield info
         yield from self.process_families(snap.process)
+        yield from self.grpc_families(t)
+
+    @staticmethod
+    def grpc_families(tables: dict[str, dict[str, int]]) -> Iterable[Metric]:
+        """gRPC calls per method by status, and messages and bytes per method each way."""
+        calls = CounterMetricFamily(
+            f"{PREFIX}_grpc_calls",
+            "gRPC calls ended, by method and status.",
+            labels=["method", "code"],
+        )
+        for key, count in sorted(tables.get("grpc_calls", {}).items()):
+            method, _, code = key.rpartition(KEY_SEPARATOR)
+            calls.add_metric([method, code], count)
+        yield calls
+        for unit, help_text in (("messages", "gRPC messages"), ("bytes", "gRPC message bytes")):
+            family = CounterMetricFamily(
+                f"{PREFIX}_grpc_{unit}",
+                f"{help_text} by method and direction (in: requests, out: replies).",
+                labels=["method", "direction"],
+            )
+            for direction in ("in", "out"):
+                for method, count in sorted(tables.get(f"grpc_{unit}_{direction}", {}).items()):
+                    family.add_metric([method, direction], count)
+            yield family
 
     @staticmethod
     def _by_code(

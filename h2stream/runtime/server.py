@@ -10,16 +10,18 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from h2stream.config import Config
 from h2stream.core.exchange import ExchangeObserver, Handler
 from h2stream.core.limits import set_fd_budget
+from h2stream.handlers.grpc.health import HEALTH
 from h2stream.io.protocol import H2Protocol
 from h2stream.io.timeouts import Sweeper
 from h2stream.observe.wiring import MetricsListenError, Observability
 from h2stream.runtime.context import WorkerContext
 from h2stream.runtime.memory import IdleTrim
-from h2stream.runtime.tls import make_self_signed, server_context
+from h2stream.runtime.tls import alpn_protocols, make_self_signed, server_context
 
 log = logging.getLogger("h2stream.server")
 
@@ -29,6 +31,15 @@ SHUTDOWN_NOTICE_SECONDS = 1.0
 
 class StartupError(Exception):
     """A reason the server cannot start, worded for the operator."""
+
+
+class AppLifespan(Protocol):
+    """An application's startup and shutdown (an ASGI handler's ``lifespan``): startup runs
+    before the server listens, shutdown once in-flight requests have finished in the drain."""
+
+    async def startup(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
 
 
 class Server:
@@ -46,6 +57,8 @@ class Server:
         self._listeners: list[asyncio.Server] = []
         # Set by SIGTERM/SIGINT, even one that arrives before the listeners exist.
         self._stopped = asyncio.Event()
+        # Set by a second SIGTERM/SIGINT during the drain: connections are cut at once.
+        self._forced = False
         self.addresses: list[tuple[str, str, int]] = []  # (scheme, host, port) once listening
         # Called as each stream ends (access log, metrics); None costs nothing.
         self.on_stream_end: ExchangeObserver | None = None
@@ -60,14 +73,17 @@ class Server:
         self._sweeper: Sweeper | None = None
         # Hands the heap's free pages back once the last connection has gone (memory.py).
         self.idle_trim = IdleTrim(self.connections, self.context)
+        # The handler's application lifespan, if it has one (ASGI apps).
+        self.lifespan: AppLifespan | None = getattr(handler, "lifespan", None)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         config = self.config
         if config.self_signed and config.certfile is None:
             certfile, keyfile = make_self_signed()
-            return server_context(certfile, keyfile)
+            return server_context(certfile, keyfile, alpn_protocols(config.http))
         if config.certfile is not None:
-            return server_context(config.certfile, config.keyfile or config.certfile)
+            keyfile = config.keyfile or config.certfile
+            return server_context(config.certfile, keyfile, alpn_protocols(config.http))
         return None
 
     async def start(
@@ -79,6 +95,14 @@ class Server:
         context = self._ssl_context()
         tls = context is not None
         config = self.config
+        # gRPC health checks answer SERVING from here until the drain starts.
+        HEALTH.set_serving(True)
+        if self.lifespan is not None:
+            # Before listening: no request may reach an app whose startup has not finished.
+            try:
+                await self.lifespan.startup()
+            except Exception as exc:
+                raise StartupError(str(exc)) from exc
         if self.observability is None and (config.access_log or config.metrics_bind):
             self.observability = Observability(self)
         if self.observability is not None:
@@ -122,7 +146,7 @@ class Server:
                 scheme = "https" if tls else "http"
                 self.addresses.append((scheme, host, port))
                 shown = f"[{host}]" if ":" in host else host
-                kind = "h2 over TLS" if tls else "h2c"
+                kind = _protocols_served(config.http, tls)
                 line = f"h2stream listening on {scheme}://{shown}:{port} ({kind})"
                 (announce or _print_line)(line)
         if self.observability is not None:
@@ -141,6 +165,11 @@ class Server:
     def request_stop(self) -> None:
         self._stopped.set()
 
+    def stop_now(self) -> None:
+        """End the drain at once: every connection still open is aborted."""
+        self._forced = True
+        self._stopped.set()
+
     async def serve_until_stopped(self) -> None:
         await self._stopped.wait()
         await self.drain()
@@ -148,6 +177,8 @@ class Server:
     async def drain(self) -> None:
         """Stop accepting, GOAWAY every connection, wait for in-flight streams (with a deadline)."""
         self.draining = True
+        # gRPC health checks answer NOT_SERVING while in-flight streams finish.
+        HEALTH.set_serving(False)
         for listener in self._listeners:
             listener.close()
         deadline = time.monotonic() + self.config.graceful_timeout
@@ -157,18 +188,23 @@ class Server:
         for connection in list(self.connections):
             connection.announce_shutdown()
         notice = min(time.monotonic() + SHUTDOWN_NOTICE_SECONDS, deadline)
-        while time.monotonic() < notice and any(
-            c.session is None or not c.session.goaway_sent for c in self.connections
+        while (
+            time.monotonic() < notice
+            and not self._forced
+            and any(_awaits_notice(c) for c in self.connections)
         ):
             await asyncio.sleep(0.01)
         for connection in list(self.connections):
             connection.shutdown()
-        while self.connections and time.monotonic() < deadline:
+        while self.connections and time.monotonic() < deadline and not self._forced:
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
             connection.abort()
         # Let the aborted transports run their connection_lost callbacks.
         await asyncio.sleep(0)
+        if self.lifespan is not None:
+            # After the in-flight requests: the app's resources outlive every request.
+            await self.lifespan.shutdown()
         self._listeners.clear()
         if self._sweeper is not None:
             self._sweeper.stop()
@@ -178,14 +214,49 @@ class Server:
             await self.observability.close()
 
 
+def _protocols_served(http: str, tls: bool) -> str:
+    """What a listener speaks, for its "listening on" line: "HTTP/1.1, h2c", "h2 over TLS"..."""
+    versions = http.split(",")
+    names = [
+        name for v, name in (("1.1", "HTTP/1.1"), ("2", "h2" if tls else "h2c")) if v in versions
+    ]
+    return ", ".join(names) + (" over TLS" if tls else "")
+
+
+def _awaits_notice(connection: H2Protocol) -> bool:
+    """An HTTP/2 connection (or one still sniffing) whose peer has not yet acknowledged the
+    first GOAWAY; HTTP/1.1 connections need no notice (they close after their response)."""
+    if connection.http1 is not None:
+        return False
+    session = connection.session
+    return session is None or not session.goaway_sent
+
+
 def _print_line(line: str) -> None:
     print(line, flush=True)
 
 
 def install_signal_handlers(server: Server) -> None:
+    """The first SIGTERM/SIGINT drains and says so (a drain may take --graceful-timeout
+    seconds, silent otherwise); a second one stops at once."""
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if server.draining or server._stopped.is_set():
+            print("h2stream: stopping now", file=sys.stderr, flush=True)
+            server.stop_now()
+            return
+        count = len(server.connections)
+        print(
+            f"h2stream: draining {count} connection{'' if count == 1 else 's'} "
+            f"(up to {server.config.graceful_timeout:g} s), Ctrl-C again to stop now",
+            file=sys.stderr,
+            flush=True,
+        )
+        server.request_stop()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, server.request_stop)
+        loop.add_signal_handler(signum, on_signal)
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
