@@ -9,6 +9,7 @@ caller's job; a body only frames bytes and moves them through the sink.
 from __future__ import annotations
 
 import asyncio
+import os
 
 from h2stream.core.frames import DATA_HEADER, FLAG_END_STREAM
 from h2stream.core.framing import Body, FrameSink
@@ -112,6 +113,20 @@ class ChunkBody(ProducerHandover, Body):
     def close(self) -> None:
         self._view = None
         self._resolve(ConnectionResetError("stream closed before the chunk was sent"))
+
+
+class FdCloser:
+    """Owns a bare fd handed to a :class:`FileBody` (an app's open file): closes it once."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class FileBody(Body):

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qsl, unquote
 
-from h2stream.body.bodies import ChunkBody, FileBody
+from h2stream.body.bodies import ChunkBody, FdCloser, FileBody
 from h2stream.body.encoding import (
     VARY,
     CompressedBody,
@@ -649,7 +649,7 @@ def _send_file(
         os.close(fd)
         raise
     request._answered = True
-    closer = _FdCloser(fd)
+    closer = FdCloser(fd)
     if coding is not None:
         fields = encoded_headers(fields, coding, request._suffix(coding))
         body: Body | None = None
@@ -667,15 +667,3 @@ def _send_file(
         else:
             exchange.respond(status, fields, FileBody(fd, spec.offset, length, closer))
     exchange.wake()
-
-
-class _FdCloser:
-    __slots__ = ("fd",)
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)

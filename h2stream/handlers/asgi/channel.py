@@ -21,7 +21,7 @@ import logging
 import os
 from typing import Any
 
-from h2stream.body.bodies import ChunkBody, FileBody
+from h2stream.body.bodies import ChunkBody, FdCloser, FileBody
 from h2stream.core import requestid
 from h2stream.core.exchange import Exchange, Headers, ResetCode
 from h2stream.core.framing import BytesBody
@@ -54,18 +54,6 @@ class _Gone:
 
 
 _GONE: Any = _Gone()
-
-
-class _FdCloser:
-    __slots__ = ("fd",)
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
 
 
 def _fields(raw: Any) -> Headers:
@@ -314,7 +302,7 @@ class Channel:
         self._respond_file(fd, 0, size)
 
     def _respond_file(self, fd: int, offset: int, length: int) -> None:
-        closer = _FdCloser(fd)
+        closer = FdCloser(fd)
         headers = self._headers
         if not any(name == b"content-length" for name, _ in headers):
             headers.append((b"content-length", b"%d" % length))
