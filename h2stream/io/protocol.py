@@ -120,7 +120,7 @@ class H2Protocol(asyncio.Protocol):
             alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
             if alpn == "h2":
                 self._start_session().start()
-                self._after_session_io()
+                self._after_io()
             elif alpn == "http/1.1":
                 self._start_http1()
 
@@ -128,13 +128,13 @@ class H2Protocol(asyncio.Protocol):
         try:
             http1 = self.http1
             if http1 is not None:
-                self._after_http1_io(http1.receive(data))
+                self._after_io(http1.receive(data))
                 return
             session = self.session
             if session is not None:
                 if session.closed:
                     return  # a lingering close (see _close): input is read and dropped
-                self._after_session_io(session.receive(data))
+                self._after_io(session.receive(data))
                 if not self._sink.writable:  # type: ignore[union-attr]
                     self._cap_backlog()
                 elif self._poller is not None and self._may_poll(session):
@@ -162,7 +162,7 @@ class H2Protocol(asyncio.Protocol):
         session = self.session
         if session is None:
             return False
-        self._after_session_io(session.receive(data))
+        self._after_io(session.receive(data))
         if not self._sink.writable:  # type: ignore[union-attr]
             self._cap_backlog()
             return False
@@ -250,7 +250,9 @@ class H2Protocol(asyncio.Protocol):
         self.session.tls = self._tls
         return self.session
 
-    def _after_session_io(self, more: bool = False) -> None:
+    def _after_io(self, more: bool = False) -> None:
+        """After either protocol's input or turn: flush, enforce the buffer cap, and ask for
+        another turn if its quantum ran out."""
         assert self._sink is not None
         self._sink.flush()
         if not self._sink.writable:
@@ -276,7 +278,7 @@ class H2Protocol(asyncio.Protocol):
         if session is None or session.closed:
             return
         try:
-            self._after_session_io(session.pump())
+            self._after_io(session.pump())
         except Exception:
             # As in data_received: a bug (or a failing body source) costs one connection.
             log.exception("internal error while sending; closing the connection")
@@ -318,7 +320,7 @@ class H2Protocol(asyncio.Protocol):
         connections are left to become sessions or to be closed by :meth:`shutdown`."""
         if self.session is not None:
             self.session.announce_shutdown()
-            self._after_session_io()
+            self._after_io()
         elif self.http1 is not None:
             self.http1.shutdown()  # idle keep-alive closes now; in flight finishes, last
 
@@ -332,7 +334,7 @@ class H2Protocol(asyncio.Protocol):
                 self._transport.close()
             return
         self.session.shutdown()
-        self._after_session_io()
+        self._after_io()
 
     def abort(self) -> None:
         if self._transport is not None:
@@ -349,7 +351,7 @@ class H2Protocol(asyncio.Protocol):
             self._sniffed = b""
             session = self._start_session()
             session.start()
-            self._after_session_io(session.receive(buffered))
+            self._after_io(session.receive(buffered))
             return
         # PRI is the preface's method, never an HTTP/1.x request's (RFC 9113 section 3.4):
         # a broken preface is refused below, not parsed.
@@ -357,7 +359,7 @@ class H2Protocol(asyncio.Protocol):
             self._sniffed = b""
             self._start_http1()
             assert self.http1 is not None
-            self._after_http1_io(self.http1.receive(buffered))
+            self._after_io(self.http1.receive(buffered))
             return
         try:
             parsed = http1.parse_head(buffered)
@@ -385,7 +387,7 @@ class H2Protocol(asyncio.Protocol):
             self._close()
             return
         rest = buffered[head_length:]
-        self._after_session_io(session.receive(rest) if rest else False)
+        self._after_io(session.receive(rest) if rest else False)
 
     def _refuse(self, response: bytes) -> None:
         assert self._transport is not None
@@ -428,20 +430,12 @@ class H2Protocol(asyncio.Protocol):
         if self._server.draining:
             self.http1.draining = True
 
-    def _after_http1_io(self, more: bool) -> None:
-        assert self._sink is not None
-        self._sink.flush()
-        if not self._sink.writable:
-            self._check_buffer()
-        if more:
-            self.schedule_pump()
-
     def _pump_http1(self) -> None:
         http1 = self.http1
         if http1 is None or http1.closed:
             return
         try:
-            self._after_http1_io(http1.pump())
+            self._after_io(http1.pump())
         except Exception:
             log.exception("internal error while sending; closing the connection")
             self.abort()
@@ -476,4 +470,4 @@ class H2Protocol(asyncio.Protocol):
             log.debug("bad h2c upgrade: %s", exc)
             self._close()
             return
-        self._after_session_io(session.receive(rest) if rest else False)
+        self._after_io(session.receive(rest) if rest else False)
