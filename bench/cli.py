@@ -42,7 +42,11 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help="also run every scenario over TLS (default on)",
     )
-    p.add_argument("--proto", help="h2c, tls or h2c,tls (overrides --tls/--no-tls)")
+    p.add_argument(
+        "--proto",
+        help="comma-separated among h2c, tls and h1 (HTTP/1.1 cleartext, h2load --h1); "
+        "overrides --tls/--no-tls",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -90,9 +94,9 @@ def _parser() -> argparse.ArgumentParser:
 def _protos(args: argparse.Namespace) -> list[str]:
     if args.proto:
         chosen = [p.strip().lower() for p in args.proto.split(",") if p.strip()]
-        bad = [p for p in chosen if p not in (servers.H2C, servers.TLS)]
+        bad = [p for p in chosen if p not in (servers.H2C, servers.TLS, servers.H1)]
         if bad:
-            raise ValueError(f"unknown protocol(s) {bad}: use h2c and/or tls")
+            raise ValueError(f"unknown protocol(s) {bad}: use h2c, tls and/or h1")
         return chosen
     return [servers.H2C, servers.TLS] if args.tls else [servers.H2C]
 
@@ -101,9 +105,11 @@ def _list() -> int:
     print("Scenarios:")
     for sc in scenarios.SCENARIOS:
         print(f"  {sc.name:<9} {' '.join(sc.full.flags()):<32} {sc.description}")
+        if sc.h1 is not None:
+            print(f"  {'':<9} {' '.join(sc.h1[0].flags()):<32} h1: h2load --h1")
     print("Servers:")
     for s in servers.ALL:
-        print(f"  {s.name:<20} {s.unavailable() or 'available'}")
+        print(f"  {s.name:<20} {s.unavailable() or 'available'} ({', '.join(s.protos)})")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Run h2load once, bounded in time, and judge whether the run counts.
 
-A run counts only if every request succeeded with a 2xx over HTTP/2 and, for files, the body
+A run counts only if every request succeeded with a 2xx over the protocol asked for (HTTP/2,
+or HTTP/1.1 with ``--h1``) and, for files, the body
 bytes add up to n times the file size: a server answering errors fast must not look fast.
 """
 
@@ -64,8 +65,10 @@ class Run:
         return not self.problems
 
 
-def command(url: str, load: Load, headers: tuple[str, ...] = ()) -> list[str]:
+def command(url: str, load: Load, headers: tuple[str, ...] = (), h1: bool = False) -> list[str]:
     argv = [binary() or "h2load", *load.flags()]
+    if h1:
+        argv.append("--h1")
     for h in headers:
         argv += ["-H", h]
     return [*argv, url]
@@ -76,13 +79,14 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def judge(parsed: dict[str, Any], load: Load, body_size: int | None) -> list[str]:
+def judge(parsed: dict[str, Any], load: Load, body_size: int | None, h1: bool = False) -> list[str]:
     problems = []
     req = parsed["requests"]
     if not parsed["complete"]:
         return ["no summary in h2load's output"]
-    if parsed["protocol"] not in ("h2c", "h2"):
-        problems.append(f"protocol {parsed['protocol']} instead of HTTP/2")
+    wanted, label = (("http/1.1",), "HTTP/1.1") if h1 else (("h2c", "h2"), "HTTP/2")
+    if parsed["protocol"] not in wanted:
+        problems.append(f"protocol {parsed['protocol']} instead of {label}")
     bad = {k: req[k] for k in ("failed", "errored", "timeout") if req.get(k)}
     if bad:
         problems.append(", ".join(f"{v} {k}" for k, v in bad.items()))
@@ -141,8 +145,9 @@ def run(
     stall: float,
     body_size: int | None,
     headers: tuple[str, ...] = (),
+    h1: bool = False,
 ) -> Run:
-    argv = command(url, load, headers)
+    argv = command(url, load, headers, h1)
     cpu0, t0 = _children_cpu(), time.monotonic()
     # Output to a file, not a pipe: nothing to drain while polling, nothing lost on a kill.
     with tempfile.TemporaryFile() as sink:
@@ -157,7 +162,7 @@ def run(
     if killed:
         problems = [killed]
     else:
-        problems = judge(parsed, load, body_size)
+        problems = judge(parsed, load, body_size, h1)
         if proc.returncode != 0:
             problems.insert(0, f"h2load exit {proc.returncode}")
     return Run(argv, proc.returncode, wall, _children_cpu() - cpu0, parsed, problems, out[-800:])

@@ -10,7 +10,11 @@ from bench.options import Options
 from bench.runner import Outcome, Record
 from bench.scenarios import Scenario
 
-PROTO_TITLE = {"h2c": "h2c (cleartext, prior knowledge)", "tls": "TLS (h2 by ALPN)"}
+PROTO_TITLE = {
+    "h2c": "h2c (cleartext, prior knowledge)",
+    "tls": "TLS (h2 by ALPN)",
+    "h1": "HTTP/1.1 (cleartext, h2load --h1)",
+}
 SUBJECT = "h2stream"
 
 
@@ -149,7 +153,7 @@ def tables(outcome: Outcome, cells: list[Cell], opts: Options, header: dict[str,
         )
         lines.append("|---|---|--:|--:|--:|--:|--:|--:|--:|")
         for sc in opts.scenarios:
-            full_n = sc.load(opts.quick, slow=False).n
+            full_n = sc.load(opts.quick, slow=False, proto=proto).n
             for name in server_order:
                 cell = by_key.get((proto, sc.name, name))
                 if cell is not None:
@@ -164,8 +168,8 @@ def _footnotes(outcome: Outcome, cells: list[Cell], opts: Options) -> list[str]:
     # Scenario -> (full -n, {reduced -n: [servers]}) for the † footnote.
     scaled: dict[str, tuple[int, dict[int, list[str]]]] = {}
     for sc in opts.scenarios:
-        full = sc.load(opts.quick, slow=False).n
         for c in cells:
+            full = sc.load(opts.quick, slow=False, proto=c.proto).n
             if c.scenario == sc.name and c.n is not None and c.n != full:
                 names = scaled.setdefault(sc.name, (full, {}))[1].setdefault(c.n, [])
                 if c.server not in names:
@@ -181,6 +185,9 @@ def _footnotes(outcome: Outcome, cells: list[Cell], opts: Options) -> list[str]:
             out.append(f"- ‡ {c.server} {c.scenario} ({c.proto}): {_grouped(c.failures)}")
     for sc in opts.scenarios:
         flags = " ".join(sc.load(opts.quick, slow=False).flags())
+        if sc.h1 is not None and "h1" in opts.protos:
+            h1_flags = " ".join(sc.load(opts.quick, slow=False, proto="h1").flags())
+            flags += f"`; HTTP/1.1: `--h1 {h1_flags}"
         out.append(f"- {sc.name}: {sc.description} (`{flags}`)")
     # Variants share their settings notes: print each text once, with every server it is for.
     by_text: dict[str, list[str]] = {}

@@ -21,7 +21,7 @@ from bench import certs, datafiles, h2load, procs, rawref
 from bench.options import Options
 from bench.sampler import Sampler
 from bench.scenarios import MBPS, Scenario
-from bench.servers import TLS, Context, Server
+from bench.servers import H1, TLS, Context, Server
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STALLS = 2
@@ -195,7 +195,9 @@ class Runner:
                 say("  " + note)
                 self.out.notes.append(note)
                 for sc in self.opts.scenarios:
-                    load = sc.load(self.opts.quick, p.server.slow)
+                    if not sc.applies(proto):
+                        continue
+                    load = sc.load(self.opts.quick, p.server.slow, proto)
                     if p.server.path_for(sc, load, set()) is not None:
                         self._skip(round_no, proto, sc, p.server, got)
             else:
@@ -210,7 +212,9 @@ class Runner:
 
     def _measure(self, inst: Instance, sc: Scenario, round_no: int) -> Record | None:
         server, proto = inst.server, inst.proto
-        load = sc.load(self.opts.quick, server.slow)
+        if not sc.applies(proto):
+            return None
+        load = sc.load(self.opts.quick, server.slow, proto)
         path = server.path_for(sc, load, inst.caps)
         if path is None:
             return None  # not applicable: no cell in the table, nothing to report
@@ -239,6 +243,7 @@ class Runner:
                 stall=self.opts.stall,
                 body_size=body,
                 headers=sc.headers,
+                h1=proto == H1,
             )
         usage = sampler.usage()
         p = run.parsed
@@ -259,6 +264,10 @@ class Runner:
         return rec
 
     def _round(self, servers: list[Server], proto: str, round_no: int) -> None:
+        # Only the servers configured for this protocol (the HTTP/2-only peers sit out h1).
+        servers = [s for s in servers if proto in s.protos]
+        if not servers:
+            return
         say(f"round {round_no}/{self.opts.rounds} {proto}: starting {len(servers)} server(s)")
         running = self._start_all(servers, proto, round_no)
         try:

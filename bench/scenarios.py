@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 MBPS = "MB/s"
 RPS = "req/s"
+# The protocol name of HTTP/1.1 runs (``h2load --h1``); bench.servers re-exports it.
+H1 = "h1"
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,18 @@ class Scenario:
     # Needs an endpoint only h2stream has (kept here so the table shows the placeholder).
     needs: str | None = None
     headers: tuple[str, ...] = field(default=())
+    # (full, quick) loads over HTTP/1.1; None: the scenario has no HTTP/1.1 form (it measures
+    # something only HTTP/2 has: windows, frame sizes, streams multiplexed on one connection).
+    h1: tuple[Load, Load] | None = None
 
-    def load(self, quick: bool, slow: bool) -> Load:
+    def applies(self, proto: str) -> bool:
+        return proto != H1 or self.h1 is not None
+
+    def load(self, quick: bool, slow: bool, proto: str = "") -> Load:
+        if proto == H1 and self.h1 is not None:
+            # Every server gets the same counts over HTTP/1.1 (no slow_n): its targets compare
+            # h2stream with the Python peers at equal -n (hypercorn's B-1k then takes ~20 s).
+            return self.h1[1] if quick else self.h1[0]
         base = self.quick if quick else self.full
         if slow and not quick and self.slow_n is not None and self.slow_n < base.n:
             return Load(base.file, self.slow_n, base.c, base.m, base.extra)
@@ -51,6 +63,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         MBPS,
         full=Load("1g.bin", 1, 1, 1),
         quick=Load("1m.bin", 1, 1, 1),
+        h1=(Load("1g.bin", 1, 1, 1), Load("1m.bin", 1, 1, 1)),
     ),
     Scenario(
         "A-1g-w16",
@@ -82,6 +95,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         quick=Load("1k.bin", 2_000, 10, 100),
         slow_n=10_000,
         fits_memory=True,
+        # HTTP/1.1: one request at a time per connection (-m 1: no pipelining).
+        h1=(Load("1k.bin", 100_000, 10, 1), Load("1k.bin", 2_000, 10, 1)),
     ),
     Scenario(
         "B-1m",
@@ -91,6 +106,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         quick=Load("64k.bin", 200, 4, 10),
         slow_n=400,
         fits_memory=True,
+        h1=(Load("1m.bin", 2_000, 4, 1), Load("64k.bin", 200, 4, 1)),
     ),
     Scenario(
         "C-many",
@@ -100,6 +116,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         full=Load("1m.bin", 1_000, 10, 100),
         quick=Load("64k.bin", 200, 10, 20),
         fits_memory=True,
+        # HTTP/1.1 has no streams: 1,000 connections at once, one 1 MiB response each.
+        h1=(Load("1m.bin", 1_000, 1_000, 1), Load("64k.bin", 200, 100, 1)),
     ),
     Scenario(
         "D-zstd",

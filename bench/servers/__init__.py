@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench.asgi_servers import ASGI_SERVERS
+from bench.scenarios import H1
 from bench.servers.base import H2C, TLS, Context, Launch, Server
 from bench.servers.caddy import Caddy
 from bench.servers.h2o import H2O
@@ -18,6 +19,8 @@ from bench.servers.python_peers import (
     GranianMemory,
     Hypercorn,
     HypercornMemory,
+    UvicornHttptools,
+    UvicornHttptoolsMemory,
     UvicornZttp,
     UvicornZttpMemory,
 )
@@ -37,12 +40,14 @@ ALL: tuple[Server, ...] = (
     GranianMemory(),
     UvicornZttp(),
     UvicornZttpMemory(),
+    UvicornHttptools(),
+    UvicornHttptoolsMemory(),
     # The ASGI section: h2stream --app beside the ASGI peers on the same app files.
     *ASGI_SERVERS,
 )
 BY_NAME = {s.name: s for s in ALL}
 
-__all__ = ["ALL", "BY_NAME", "H2C", "TLS", "Context", "Launch", "Server", "select"]
+__all__ = ["ALL", "BY_NAME", "H1", "H2C", "TLS", "Context", "Launch", "Server", "select"]
 
 
 def select(names: str | None) -> list[Server]:

@@ -7,10 +7,12 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.scenarios import Load, Scenario
+from bench.scenarios import H1, Load, Scenario
 
 H2C = "h2c"
 TLS = "tls"
+# Servers that also answer HTTP/1.1 (cleartext, ``h2load --h1``) in the harness.
+WITH_H1 = (H2C, TLS, H1)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Server:
     memory: bool = False
     # Settings changed from the server's defaults, and why: printed under the table.
     notes: tuple[str, ...] = ()
+    # The protocols this configuration serves in the harness (h2c, tls, h1).
+    protos: tuple[str, ...] = (H2C, TLS)
 
     def unavailable(self) -> str | None:
         """Why this server cannot run here (printed as a note), or None."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.servers.base import TLS, Context, Launch, Server, first_line, missing_binary
+from bench.servers.base import TLS, WITH_H1, Context, Launch, Server, first_line, missing_binary
 
 H2O_BIN = "/usr/bin/h2o"
 
@@ -32,6 +32,8 @@ _TLS = """\
 class H2O(Server):
     name = "h2o"
     software = "h2o"
+    # One cleartext listener answers both h2c prior knowledge and HTTP/1.1.
+    protos = WITH_H1
     notes = (
         "user: root: started as root, h2o would switch to nobody, which cannot read the "
         "harness's 0700 temp dirs",

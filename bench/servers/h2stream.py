@@ -10,7 +10,7 @@ from pathlib import Path
 from bench import probe
 from bench.datafiles import FULL_FILES, QUICK_FILES
 from bench.scenarios import Load, Scenario
-from bench.servers.base import TLS, Context, Launch, Server
+from bench.servers.base import TLS, WITH_H1, Context, Launch, Server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,6 +24,8 @@ class H2Stream(Server):
     name = "h2stream"
     software = "h2stream"
     extra_args: tuple[str, ...] = ()
+    # Every listener tells HTTP/1.1 from HTTP/2 by its first bytes: the same argv serves both.
+    protos = WITH_H1
 
     def unavailable(self) -> str | None:
         if not (REPO / "h2stream" / "__main__.py").is_file():

@@ -1,4 +1,5 @@
-"""Python ASGI servers (hypercorn, granian, uvicorn+zttp) serving bench/asgi_app.py.
+"""Python ASGI servers (hypercorn, granian, uvicorn+zttp, uvicorn+httptools) serving
+bench/asgi_app.py.
 
 Each has a static variant (the app reads the file per request; granian's own Rust static
 handler where it has one) and a ``-mem`` variant answering the same bytes from memory.
@@ -13,10 +14,12 @@ import sys
 from pathlib import Path
 
 from bench.scenarios import Load, Scenario
-from bench.servers.base import TLS, Context, Launch, Server
+from bench.servers.base import H1, TLS, WITH_H1, Context, Launch, Server
 
 APP_SOURCE = Path(__file__).resolve().parents[1] / "asgi_app.py"
 APP_MODULE = "bench_asgi_app"
+# hypercorn's launcher on HTTP/1.1: adds the reason phrase h2load --h1 needs (see the file).
+REASON_SOURCE = Path(__file__).resolve().parents[1] / "h11_reason.py"
 
 
 def _dist_version(*names: str) -> str:
@@ -62,15 +65,24 @@ class Hypercorn(AsgiPeer):
     name = "hypercorn"
     software = "hypercorn"
     module = "hypercorn"
+    # Cleartext hypercorn answers HTTP/1.1 and h2c prior knowledge on one port.
+    protos = WITH_H1
     notes = (
         "-w 0 (serves in its main process, no supervisor), -k uvloop, "
-        "keep_alive_max_requests raised from 1,000 (it would end B-1k's connections early)",
+        "keep_alive_max_requests raised from 1,000 (it would end B-1k's connections early); "
+        "on h1 started through bench/h11_reason.py, which adds the reason phrase to its status "
+        "lines (h2load --h1 counts 'HTTP/1.1 200 ' with none as failed)",
     )
 
     def argv(self, ctx: Context, proto: str, port: int) -> list[str]:
         conf = ctx.workdir / "hypercorn.toml"
         conf.write_text("keep_alive_max_requests = 100000000\n")
-        argv = [sys.executable, "-m", "hypercorn", "-w", "0", "-k", "uvloop"]
+        argv = [sys.executable, "-m", "hypercorn"]
+        if proto == H1:
+            launcher = ctx.workdir / REASON_SOURCE.name
+            shutil.copyfile(REASON_SOURCE, launcher)
+            argv = [sys.executable, str(launcher)]
+        argv += ["-w", "0", "-k", "uvloop"]
         argv += ["-b", f"127.0.0.1:{port}", "-c", str(conf), "--log-level", "warning"]
         if proto == TLS:
             argv += ["--certfile", str(ctx.cert), "--keyfile", str(ctx.key)]
@@ -90,13 +102,15 @@ class Granian(AsgiPeer):
     software = "granian"
     module = "granian"
     static_route = "/static"
+    protos = WITH_H1
     notes = (
         "--workers 1 --runtime-threads 1 --loop uvloop; its RSS figure adds the "
         "supervisor process to the worker; static files by its own --static-path-mount",
     )
 
     def argv(self, ctx: Context, proto: str, port: int) -> list[str]:
-        argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--http", "2"]
+        http = "1" if proto == H1 else "2"
+        argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--http", http]
         argv += ["--workers", "1", "--runtime-threads", "1", "--loop", "uvloop"]
         argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
         argv += ["--no-access-log", "--no-ws"]
@@ -143,5 +157,33 @@ class UvicornZttp(AsgiPeer):
 
 class UvicornZttpMemory(UvicornZttp):
     name = "uvicorn-zttp-mem"
+    mode = "memory"
+    memory = True
+
+
+class UvicornHttptools(AsgiPeer):
+    """uvicorn's HTTP/1.1 stack on httptools (llhttp): the usual production uvicorn."""
+
+    name = "uvicorn-httptools"
+    software = "uvicorn"
+    module = "uvicorn"
+    protos = (H1,)
+    notes = ("--http httptools --loop uvloop, one process, no access log (HTTP/1.1 only)",)
+
+    def unavailable(self) -> str | None:
+        return _missing("uvicorn", "httptools", "uvloop")
+
+    def version(self) -> str:
+        return _dist_version("uvicorn", "httptools")
+
+    def argv(self, ctx: Context, proto: str, port: int) -> list[str]:
+        argv = [sys.executable, "-m", "uvicorn", "--http", "httptools", "--loop", "uvloop"]
+        argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        argv += ["--no-access-log", "--lifespan", "on"]
+        return [*argv, f"{APP_MODULE}:app"]
+
+
+class UvicornHttptoolsMemory(UvicornHttptools):
+    name = "uvicorn-httptools-mem"
     mode = "memory"
     memory = True

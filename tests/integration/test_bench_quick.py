@@ -48,8 +48,13 @@ def test_h2load_parse_keeps_h2loads_binary_units() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) missing")
-def test_quick_run_produces_numbers(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "bench", "--quick", "--servers", "h2stream,nginx"]
+@pytest.mark.parametrize(
+    ("proto_args", "protos"), [((), {"h2c", "tls"}), (("--proto", "h1"), {"h1"})], ids=["h2", "h1"]
+)
+def test_quick_run_produces_numbers(
+    tmp_path: Path, proto_args: tuple[str, ...], protos: set[str]
+) -> None:
+    argv = [sys.executable, "-m", "bench", "--quick", "--servers", "h2stream,nginx", *proto_args]
     argv += ["--out", str(tmp_path), "--data", str(tmp_path / "data"), "--no-chart"]
     # The harness's own budget ends it before the timeout, so it always stops its servers.
     argv += ["--budget", "80"]
@@ -83,5 +88,5 @@ def test_quick_run_produces_numbers(tmp_path: Path) -> None:
     for summary in doc["summary"]:
         assert summary["median"] is not None and summary["median"] > 0, summary
         assert summary["ok_rounds"] == doc["options"]["rounds"], summary
-    assert {s["proto"] for s in doc["summary"]} == {"h2c", "tls"}
+    assert {s["proto"] for s in doc["summary"]} == protos
     assert done.returncode == 0, log
