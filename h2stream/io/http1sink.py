@@ -15,7 +15,7 @@ import os
 
 from h2stream.core.frames import DATA_HEADER
 from h2stream.core.stats import STATS
-from h2stream.io.sink import _MSG_MORE, TransportSink
+from h2stream.io.sink import MSG_MORE, TransportSink
 
 # What goes through the transport when the socket is full: enough to get its pause/resume
 # callbacks (the only way to learn when the socket drains), little enough to keep the share
@@ -107,7 +107,7 @@ class Http1TransportSink(TransportSink):
             self._pending = 0
             head = b"".join(parts)
             try:
-                sent = sock.send(head, _MSG_MORE)
+                sent = sock.send(head, MSG_MORE)
             except BlockingIOError:
                 sent = 0
             except ConnectionError:

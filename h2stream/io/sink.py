@@ -38,7 +38,7 @@ FLUSH_AT = 256 * 1024
 SOLO_RUN = 1 << 20
 SHORT_SOLO_RUN = 256 * 1024
 
-_MSG_MORE = getattr(socket, "MSG_MORE", 0)
+MSG_MORE = getattr(socket, "MSG_MORE", 0)
 # Copy runs up to this size go as one fresh bytes joined with queued output; larger ones are
 # read into a pooled buffer laid out as frames: up to 256 KiB of 16 KiB frames (the fairness
 # quantum's runs, TLS) or a whole solo run (every frame at least 16 KiB, RFC 9113 §6.5.2).
@@ -249,7 +249,7 @@ class TransportSink(SinkBase):
                 n = min(max_frame, count - done)
                 header = pack(n << 8, 0, stream_id)
                 try:
-                    sent_header = send(header, _MSG_MORE)
+                    sent_header = send(header, MSG_MORE)
                 except BlockingIOError:
                     # Socket full: this frame goes through the transport, whose buffer
                     # then pauses us until the kernel takes it (resume_writing).
