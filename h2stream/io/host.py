@@ -3,6 +3,7 @@ never imports the runtime that owns it."""
 
 from __future__ import annotations
 
+from collections.abc import MutableSet
 from typing import Any, Protocol
 
 from h2stream.config import Config
@@ -20,6 +21,9 @@ class ConnectionHost(Protocol):
     config: Config
     # The live connections (the protocol adds and discards itself).
     connections: set[Any]
+    # Accepted, not yet made (a TLS handshake in progress); weak, since a failed handshake
+    # never calls the protocol back.
+    handshaking: MutableSet[Any]
     max_connections: int
     draining: bool
     on_stream_end: ExchangeObserver | None

@@ -69,6 +69,7 @@ class H2Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._server.handshaking.discard(self)
         if len(self._server.connections) >= self._server.max_connections:
             # Refused before anything is allocated (not even the sendfile socket duplicate):
             # our SETTINGS and a GOAWAY(NO_ERROR) naming no stream tell an HTTP/2 client that
@@ -240,8 +241,6 @@ class H2Protocol(asyncio.Protocol):
             on_stream_end=self._server.on_stream_end,
             budget=self._pools.budget,
         )
-        if self._server.draining:
-            self.session.goaway_sent = True
         if self._transport is not None:
             # Who and how, for the access log: once per connection, never per stream.
             peer = self._transport.get_extra_info("peername")
@@ -249,6 +248,13 @@ class H2Protocol(asyncio.Protocol):
                 self.session.peer = str(peer[0])
         self.session.tls = self._tls
         return self.session
+
+    def _announce_if_draining(self, session: Session) -> None:
+        """A session that starts after the drain began (its peer was accepted just before the
+        listener closed, or was still in its TLS handshake or sniffing) gets the same two-step
+        GOAWAY as every other: requests already on their way are served, not refused."""
+        if self._server.draining:
+            session.announce_shutdown()
 
     def _after_io(self, more: bool = False) -> None:
         """After either protocol's input or turn: flush, enforce the buffer cap, and ask for
@@ -351,6 +357,7 @@ class H2Protocol(asyncio.Protocol):
             self._sniffed = b""
             session = self._start_session()
             session.start()
+            self._announce_if_draining(session)
             self._after_io(session.receive(buffered))
             return
         # PRI is the preface's method, never an HTTP/1.x request's (RFC 9113 section 3.4):
@@ -470,4 +477,5 @@ class H2Protocol(asyncio.Protocol):
             log.debug("bad h2c upgrade: %s", exc)
             self._close()
             return
+        self._announce_if_draining(session)
         self._after_io(session.receive(rest) if rest else False)

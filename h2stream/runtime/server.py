@@ -9,6 +9,7 @@ import socket
 import ssl
 import sys
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -53,6 +54,8 @@ class Server:
         self.handler = handler
         self.context = context if context is not None else WorkerContext(config)
         self.connections: set[H2Protocol] = set()
+        # Accepted connections still in their TLS handshake: the drain waits for them too.
+        self.handshaking: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
         self.draining = False
         self._listeners: list[asyncio.Server] = []
         # Set by SIGTERM/SIGINT, even one that arrives before the listeners exist.
@@ -109,7 +112,9 @@ class Server:
             self.observability.install()  # before any connection: sessions copy the observer
 
         def protocol() -> H2Protocol:
-            return H2Protocol(self, self.handler, tls, self.context)
+            made = H2Protocol(self, self.handler, tls, self.context)
+            self.handshaking.add(made)
+            return made
 
         # The fd budget: connections per worker (and streams, enforced by the session).
         self.max_connections = set_fd_budget(config, self.context.budget).connections
@@ -182,6 +187,12 @@ class Server:
         for listener in self._listeners:
             listener.close()
         deadline = time.monotonic() + self.config.graceful_timeout
+        # A connection accepted just before the listener closed may still be in its TLS
+        # handshake: it is not among the connections yet, and ending the drain now would cut
+        # it (the client sees EOF mid-handshake). The handshake timeout bounds the wait.
+        handshakes = min(deadline, time.monotonic() + (self.config.preface_timeout or 10.0))
+        while self.handshaking and time.monotonic() < handshakes and not self._forced:
+            await asyncio.sleep(0.01)
         # Two GOAWAYs (Session.announce_shutdown): the last stream id is named only once the
         # peer's PING ACK shows it saw the first, so no request crossing it is refused. Peers
         # that have not answered within the notice (or are still sniffing) get it then.

@@ -145,10 +145,13 @@ class RawH2Client:
         settings: dict[int, int] | None = None,
         auto_ack: bool = False,
         connection_window: int | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
-        sock = socket.create_connection((host, port), timeout=10)
-        if tls:
-            sock = tls_wrap(sock)
+        """``sock``: a connection already made (and wrapped, for TLS) instead of a new one."""
+        if sock is None:
+            sock = socket.create_connection((host, port), timeout=10)
+            if tls:
+                sock = tls_wrap(sock)
         self.sock = sock
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.conn = h2.connection.H2Connection(config=config)
