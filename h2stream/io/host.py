@@ -3,7 +3,7 @@ never imports the runtime that owns it."""
 
 from __future__ import annotations
 
-from collections.abc import MutableSet
+import weakref
 from typing import Any, Protocol
 
 from h2stream.config import Config
@@ -23,7 +23,7 @@ class ConnectionHost(Protocol):
     connections: set[Any]
     # Accepted, not yet made (a TLS handshake in progress); weak, since a failed handshake
     # never calls the protocol back.
-    handshaking: MutableSet[Any]
+    handshaking: weakref.WeakSet[Any]
     max_connections: int
     draining: bool
     on_stream_end: ExchangeObserver | None

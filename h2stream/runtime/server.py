@@ -11,7 +11,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from h2stream.config import Config
 from h2stream.core.exchange import ExchangeObserver, Handler
@@ -55,7 +55,7 @@ class Server:
         self.context = context if context is not None else WorkerContext(config)
         self.connections: set[H2Protocol] = set()
         # Accepted connections still in their TLS handshake: the drain waits for them too.
-        self.handshaking: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+        self.handshaking: weakref.WeakSet[Any] = weakref.WeakSet()
         self.draining = False
         self._listeners: list[asyncio.Server] = []
         # Set by SIGTERM/SIGINT, even one that arrives before the listeners exist.
