@@ -67,6 +67,13 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
             raise ValueError(f"expected {low}..{high}, got {value}")
         return value
 
+    return _ranged(parse, low, high)
+
+
+def _ranged(parse: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
+    """Mark ``parse`` with the range it checks, so the range can be shown and tested."""
+    parse.low = low  # type: ignore[attr-defined]
+    parse.high = high  # type: ignore[attr-defined]
     return parse
 
 
@@ -134,7 +141,19 @@ def _size_range(low: int, high: int) -> Callable[[str], int]:
             raise ValueError(f"expected {low}..{high} bytes, got {value}")
         return value
 
-    return parse
+    return _ranged(parse, low, high)
+
+
+def _seconds_range(low: float, high: float) -> Callable[[str], float]:
+    """Seconds in ``low..high`` (0 turns a timeout off when ``low`` is 0)."""
+
+    def parse(text: str) -> float:
+        value = parse_seconds(text)
+        if not low <= value <= high:
+            raise ValueError(f"expected {low:g}..{high:g} seconds, got {value:g}")
+        return value
+
+    return _ranged(parse, low, high)
 
 
 MAX_WORKERS = 1024
