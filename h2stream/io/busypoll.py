@@ -43,8 +43,10 @@ class BusyPoll:
     def __init__(self, sock: socket.socket, window_us: int) -> None:
         self._sock = sock
         self._window_ns = window_us * 1000
-        self._buffer = bytearray(self.BUFFER)
-        self._view = memoryview(self._buffer)
+        # Made at the first poll: most connections never poll (only a worker's one
+        # connection does), and 64 KiB each would be most of an idle connection's cost.
+        self._buffer: bytearray | None = None
+        self._view: memoryview | None = None
         self._misses = 0
         self._rest = self.FIRST_REST
         self._skip = 0  # waits still to sleep through without polling
@@ -62,6 +64,11 @@ class BusyPoll:
         limit = start + self.CALLBACK_LIMIT_NS
         recv_into = self._sock.recv_into
         buffer = self._buffer
+        if buffer is None:
+            buffer = self._buffer = bytearray(self.BUFFER)
+            self._view = memoryview(buffer)
+        view = self._view
+        assert view is not None
         while True:
             try:
                 n = recv_into(buffer, 0, _DONTWAIT)
@@ -82,7 +89,7 @@ class BusyPoll:
             STATS.busy_poll_hits += 1
             self._misses = 0
             self._rest = self.FIRST_REST
-            if not feed(bytes(self._view[:n])):
+            if not feed(bytes(view[:n])):
                 return
             started = now()
             if started >= limit:
