@@ -6,15 +6,52 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from h2stream import __version__
-from h2stream.config import ConfigError, flag_of, load_config, option_fields
-from h2stream.handlers.build import build_handler
+from h2stream.config import (
+    ConfigError,
+    OptionSpec,
+    flag_of,
+    load_config,
+    option_fields,
+    range_text,
+)
+from h2stream.handlers.build import build_handler, load_app
 from h2stream.runtime.context import WorkerContext
 from h2stream.runtime.pidfile import PidFileError, remove_pid_file, write_pid_file
 from h2stream.runtime.server import StartupError, run
 from h2stream.runtime.tls import TLSError
+
+# Exit codes: 2 for input the operator must change (arguments, options, the config file),
+# whichever command read it; 1 for a server that could not start or run.
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line and a hint, not the usage of every option."""
+
+    # The sub-command parsers by name, so an unknown flag is blamed on its command.
+    commands: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"h2stream: error: {message}\ntry '{self.prog} --help'\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: None = None
+    ) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = getattr(self, "commands", {}).get(getattr(parsed, "command", None), self)
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+
+def _help(spec: OptionSpec) -> str:
+    """The option's help, with the range its value must be in."""
+    shown = range_text(spec.parse)
+    return f"{spec.help} [{shown}]" if shown else spec.help
 
 
 def _arg_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -55,24 +92,25 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                 action="append" if spec.repeat else "store",
                 default=argparse.SUPPRESS,
                 metavar=spec.metavar or ("{" + ",".join(choices) + "}" if choices else None),
-                help=spec.help,
+                help=_help(spec),
             )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="h2stream", description="HTTP/2 server for streaming large data."
-    )
+def build_parser() -> Parser:
+    parser = Parser(prog="h2stream", description="HTTP/2 server for streaming large data.")
     parser.add_argument("--version", action="version", version=f"h2stream {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="serve a directory (and an app) over HTTP/2")
     add_config_options(serve)
-    check = commands.add_parser("check-config", help="validate a TOML config file and exit")
+    check = commands.add_parser(
+        "check-config", help="validate a TOML config file (and its --app) and exit"
+    )
     check.add_argument("file", help="the TOML file")
     top = commands.add_parser("top", help="live view of a server's /metrics (see --metrics-bind)")
     from h2stream.observe.top import add_arguments as add_top_arguments
 
     add_top_arguments(top)
+    parser.commands = {"serve": serve, "check-config": check, "top": top}
     return parser
 
 
@@ -96,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(cli_values(args), args.config)
     except ConfigError as exc:
-        parser.exit(2, f"h2stream: error: {exc}\n")
+        parser.exit(EXIT_USAGE, f"h2stream: error: {exc}\n")
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -118,17 +156,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 remove_pid_file(config.pid_file)
     except (StartupError, TLSError, ValueError, PidFileError) as exc:
         print(f"h2stream: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 0
 
 
 def check_config(path: str) -> int:
+    """What ``serve --config FILE`` would refuse, refused with the same exit code; the app is
+    imported too (as gunicorn's --check-config does), since a typo there stops every worker."""
     try:
         config = load_config({}, path, environ={})
     except ConfigError as exc:
         print(f"h2stream: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
+    if config.app is not None:
+        try:
+            load_app(config.app, config.interface)
+        except ValueError as exc:
+            print(f"h2stream: error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
     print(f"{path}: ok ({len(config.binds)} listener(s), root {config.root})")
     return 0
 

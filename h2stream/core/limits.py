@@ -3,14 +3,17 @@
 h2 counts none of the known HTTP/2 floods, so each connection carries a :class:`FloodLimits`
 that :class:`h2stream.core.h2conn.ServerConnection` feeds from its frame dispatch. A frame that
 costs us work but carries no request or payload (PING, SETTINGS, PRIORITY, a WINDOW_UPDATE with
-a tiny increment, an empty DATA frame, an unknown extension frame) is one integer increment
+a tiny increment, a WINDOW_UPDATE or RST_STREAM for a stream that is gone, an empty or tiny
+DATA frame, an empty HEADERS, an unknown extension frame) is one integer increment
 and one comparison; only when a budget is exceeded is the clock read, and a budget exceeded
 within one window raises :class:`FloodError`, which h2 turns into GOAWAY(ENHANCE_YOUR_CALM)
 exactly as it does for its own protocol errors.
 
-Peer resets (rapid reset, CVE-2023-44487) are judged against the requests the peer opened, as
-h2o does: a connection may reset up to half of its requests plus ``reset_budget`` more. The
-request count comes free from the highest stream id, so a reset costs one increment too.
+Resets (rapid reset, CVE-2023-44487) are judged against the requests the peer opened, as h2o
+does: a connection may reset up to half of its requests plus ``reset_budget`` more. Requests
+are counted as streams open (never inferred from stream ids, which the client chooses), and
+the resets a client provokes from us (a stream's flow-control overflow, DATA on a half-closed
+stream, a malformed request: the "MadeYouReset" class) draw on the same budget as its own.
 
 :class:`~h2stream.core.h2conn.LimitedFrameBuffer` (the h2 adapter's frame buffer) caps a header
 block (HEADERS + CONTINUATION) in raw bytes and in frames while it is being collected, so a
@@ -53,6 +56,9 @@ FLOOD_KINDS = (
 # when half a window is used, Go from 4 KiB), so only small ones are budgeted: a fast download
 # acked frame by frame is never mistaken for a flood.
 SMALL_WINDOW_UPDATE = 1024
+# A DATA frame (without END_STREAM) smaller than this carries too little for its frame's work:
+# not even a gRPC message prefix (5 bytes). Empty and tiny ones share the EMPTY budget.
+TINY_DATA = 5
 # Budgets are per this many seconds.
 WINDOW_SECONDS = 1.0
 
@@ -65,19 +71,45 @@ FD_RESERVE = 64
 FD_SOFT_MAX = 1 << 20
 
 
-def _refusal() -> bytes:
+def _refusal(code: int = h2.errors.ErrorCodes.NO_ERROR, why: bytes = b"connection limit") -> bytes:
     settings = SettingsFrame(0)
     goaway = GoAwayFrame(0)
     goaway.last_stream_id = 0
-    goaway.error_code = h2.errors.ErrorCodes.NO_ERROR
-    goaway.additional_data = b"connection limit"
+    goaway.error_code = code
+    goaway.additional_data = why
     return settings.serialize() + goaway.serialize()
 
 
-# What a connection over --max-connections gets before it is closed: our (empty) SETTINGS, as
-# the server preface must come first, then GOAWAY(NO_ERROR) with last stream 0: "nothing of
-# yours was processed, retry elsewhere".
+# What an HTTP/2 connection over --max-connections gets before it is closed: our (empty)
+# SETTINGS, as the server preface must come first, then GOAWAY(NO_ERROR) with last stream 0:
+# "nothing of yours was processed, retry elsewhere".
 REFUSAL = _refusal()
+# Over a per-client limit the client itself is the load: ENHANCE_YOUR_CALM, so that a client
+# which retries at once on NO_ERROR (Go's transport does) does not turn a refusal into a loop.
+CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+CLIENT_REFUSALS = {
+    "client_connections": _refusal(CALM, b"client connection limit"),
+    "client_rate": _refusal(CALM, b"client connection rate"),
+}
+
+
+def http2_refusal(kind: str) -> bytes:
+    """SETTINGS + GOAWAY for a connection refused by limit ``kind`` (nothing was processed)."""
+    return CLIENT_REFUSALS.get(kind, REFUSAL)
+
+
+def http1_refusal(retry_after: int) -> bytes:
+    """The same refusal for HTTP/1.x: 503, when to come back, and a close."""
+    body = b"Too many connections: try again later.\n"
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Server: h2stream\r\n"
+        f"Retry-After: {retry_after}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 def limit_event(kind: str) -> None:
@@ -99,7 +131,7 @@ class FloodError(h2.exceptions.DenialOfServiceError):
 class FloodLimits:
     """One connection's flood counters and their budgets (all from Config)."""
 
-    __slots__ = ("budgets", "counts", "reset_budget", "resets", "since")
+    __slots__ = ("budgets", "counts", "opened", "reset_budget", "resets", "since")
 
     def __init__(self, config: Config) -> None:
         self.budgets = (
@@ -111,6 +143,8 @@ class FloodLimits:
         )
         self.counts = [0, 0, 0, 0, 0]
         self.resets = 0
+        # Streams the peer opened (h2conn counts them as they are created).
+        self.opened = 0
         self.reset_budget = config.reset_budget
         self.since = time.monotonic()
 
@@ -136,24 +170,35 @@ class FloodLimits:
 
     def data_sent(self, frames: int) -> None:
         """We sent ``frames`` DATA frames: a peer may answer each with a stream and a
-        connection WINDOW_UPDATE (HAProxy does, with small increments), so each is credit
-        against the small-WINDOW_UPDATE budget. A flood is updates nobody asked for.
+        connection WINDOW_UPDATE (HAProxy does, with small increments), or, for a stream it
+        cancelled, with RST_STREAM(STREAM_CLOSED), so each is credit against the
+        WINDOW_UPDATE budget (small updates, and updates or resets for streams that are
+        gone). A flood is answers to DATA nobody sent.
 
         One PING per turn of DATA is credited too: gRPC clients (grpc-go's bandwidth
         estimator) ping as data arrives, faster than any fixed per-second budget on a fast
-        stream. That credit is banked up to one second's budget, so a peer cannot save up
-        for a ping flood by downloading first."""
+        stream. Both credits are banked up to one second's budget, so a peer cannot save up
+        for a flood by downloading first (after a 100 MiB download, 12,000 one-byte updates
+        would otherwise pass unchecked)."""
         counts = self.counts
-        counts[WINDOW_UPDATE] -= 2 * frames
-        if counts[PING] > -self.budgets[PING]:
+        budgets = self.budgets
+        credit = counts[WINDOW_UPDATE] - 2 * frames
+        floor = -budgets[WINDOW_UPDATE]
+        counts[WINDOW_UPDATE] = credit if credit > floor else floor
+        if counts[PING] > -budgets[PING]:
             counts[PING] -= 1
 
-    def peer_reset(self, highest_stream_id: int) -> None:
-        """A RST_STREAM from the peer. ``highest_stream_id`` tells how many streams it opened."""
+    def peer_reset(self) -> None:
+        """A RST_STREAM from the peer for a stream still open."""
         self.resets += 1
-        # Client stream ids are odd: (id + 1) // 2 streams opened; a quarter is half of them.
-        if self.resets > self.reset_budget + (highest_stream_id + 1) // 4:
+        if self.resets > self.reset_budget + self.opened // 2:
             self._fire("rapid_reset")
+
+    def provoked_reset(self) -> None:
+        """A reset the peer made us send (its stream broke a rule): same budget as its own."""
+        self.resets += 1
+        if self.resets > self.reset_budget + self.opened // 2:
+            self._fire("provoked_reset")
 
     def _fire(self, name: str) -> None:
         limit_event(name)
@@ -165,6 +210,17 @@ class HeaderBlockError(h2.exceptions.DenialOfServiceError):
     """A header block outgrew its cap in raw bytes or frames."""
 
     error_code = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+
+class HeaderFieldsError(HeaderBlockError):
+    """A header block with more fields than ``max_header_fields``. Decoding stops there, so
+    the HPACK state can no longer be trusted: a connection error (RFC 9113 section 4.3),
+    GOAWAY(ENHANCE_YOUR_CALM) as for the other header-block caps."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} header fields in one block")
+        limit_event("header_fields")
+        log.info("header block over %d fields: GOAWAY(ENHANCE_YOUR_CALM)", limit)
 
 
 class ContinuationLimitError(h2.exceptions.ProtocolError):

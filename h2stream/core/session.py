@@ -44,8 +44,8 @@ from h2stream.core.exchange import (
 from h2stream.core.frames import headers_header
 from h2stream.core.framing import Body, BytesBody, FrameSink
 from h2stream.core.h2conn import ResponseHeaderEncoder, ServerConnection, StreamHandle
-from h2stream.core.limits import WorkerBudget, limit_event, note_protocol_error
-from h2stream.core.stats import STATS
+from h2stream.core.limits import FloodError, WorkerBudget, limit_event, note_protocol_error
+from h2stream.core.stats import STATS, count_code
 from h2stream.core.validation import request_problem, trailers_problem
 
 log = logging.getLogger("h2stream.session")
@@ -54,6 +54,8 @@ SERVER_NAME = b"h2stream"
 # The opaque data of the PING that follows the first GOAWAY of a graceful close.
 SHUTDOWN_PING = b"h2s-gone"
 
+# A request body whose receive window is below this waits for our credit, not on the peer.
+_CREDIT_WAIT = 1024
 # The codes of RST_STREAM and GOAWAY: the exchange's names are HTTP/2's numbers.
 _H2_CODES = {code: h2.errors.ErrorCodes(code.value) for code in ResetCode}
 
@@ -72,6 +74,9 @@ class StreamState:
         "blocked",
         "blocked_since",
         "body",
+        "body_mark",
+        "body_received",
+        "body_since",
         "bytes_sent",
         "first_byte_at",
         "h2_stream",
@@ -133,6 +138,11 @@ class StreamState:
         self.reset_by_peer = False
         self.started = time.monotonic()
         self.first_byte_at = 0.0
+        # Request body bytes received (flow-controlled), and the body-idle timeout's mark of
+        # them with the time it was taken (see Session.stalled_bodies).
+        self.body_received = 0
+        self.body_mark = -1
+        self.body_since = 0.0
 
     # -- the exchange: the request ---------------------------------------------------------
 
@@ -187,8 +197,8 @@ class StreamState:
         if self.request_ended or session.conn.remote_closed(self.h2_stream):
             session.respond_bytes(self, status, message, extra=extra)
             return
+        # The response ends the stream on our side; _finish then sends the RST_STREAM.
         session.respond(self, status, [(b"content-length", b"0"), *(extra or ())], None)
-        session.reset(self.stream_id, ResetCode.NO_ERROR)
 
     def reset(self, code: ResetCode) -> None:
         self._session.reset(self.stream_id, code)
@@ -254,7 +264,8 @@ class Session:
         self._headers = ResponseHeaderEncoder(self.conn.encoder)
         self.streams: dict[int, StreamState] = {}
         # Streams with body bytes and stream window to send, served round-robin.
-        self._ready: collections.deque[StreamState] = collections.deque()
+        # Created with the first body (an empty deque is 760 bytes an idle connection never uses).
+        self._ready: collections.deque[StreamState] | None = None
         self._dispatch: dict[type, Callable[[Any], None]] = {
             h2.events.RequestReceived: self._on_request,
             h2.events.DataReceived: self._on_data,
@@ -278,6 +289,9 @@ class Session:
         self._request_id = requestid.resolver(config)
         self.peer = "-"
         self.tls = False
+        # Nothing received yet (a TLS connection after its handshake, an h2c 101): the
+        # preface timeout applies until the first bytes arrive.
+        self.awaiting_preface = True
 
     # -- what the I/O layer's timeouts read ------------------------------------------------
 
@@ -294,6 +308,29 @@ class Session:
     def header_block_pending(self) -> bool:
         """Whether the peer is part-way through a header block."""
         return self.conn.header_block_pending()
+
+    @property
+    def input_pending(self) -> bool:
+        """Whether the last :meth:`receive` stopped on its turn's work budget with frames
+        still buffered: call ``receive(b"")`` on a later loop turn (reading paused meanwhile)."""
+        return self.conn.input_pending()
+
+    def stalled_bodies(self, now: float, timeout: float) -> list[int]:
+        """Streams whose request body has not moved for ``timeout`` seconds while nothing was
+        answered yet: a body that stops must not hold a stream (and its slot) forever. A body
+        held back by our own windows (its reader has not consumed) is not the peer's pause."""
+        stalled = []
+        conn = self.conn
+        for stream in self.streams.values():
+            if stream.request_ended or stream.status or conn.remote_closed(stream.h2_stream):
+                continue
+            if conn.receive_window(stream.h2_stream) < _CREDIT_WAIT:
+                stream.body_mark = -1  # waiting for our credit: the clock starts again later
+            elif stream.body_mark != stream.body_received:
+                stream.body_mark, stream.body_since = stream.body_received, now
+            elif now - stream.body_since >= timeout:
+                stalled.append(stream.stream_id)
+        return stalled
 
     # -- start ---------------------------------------------------------------------------
 
@@ -325,6 +362,7 @@ class Session:
         """
         if self._hold_data:
             self._hold_data = False
+        self.awaiting_preface = False
         try:
             requests = self.conn.receive_requests(data)
             if requests is not None:
@@ -346,9 +384,7 @@ class Session:
             log.debug("protocol error from peer: %s", exc)
             note_protocol_error(exc)
             STATS.goaway_sent += 1
-            codes = STATS.goaway_sent_codes
-            code = int(exc.error_code)
-            codes[code] = codes.get(code, 0) + 1
+            count_code(STATS.goaway_sent_codes, int(exc.error_code))
             self.flush()
             self._close()
             return False
@@ -357,7 +393,19 @@ class Session:
             fn = dispatch.get(type(event))
             if fn is not None:
                 fn(event)
+                if self.closed:
+                    break  # a budget ended the connection (see _provoked)
         return self.pump()
+
+    def _provoked(self) -> None:
+        """The peer made us reset one of its streams: that draws on the reset budget."""
+        flood = self.conn.flood
+        if flood is None:
+            return
+        try:
+            flood.provoked_reset()
+        except FloodError:
+            self.close_with(ResetCode.ENHANCE_YOUR_CALM)
 
     def _on_request(self, event: h2.events.RequestReceived) -> None:
         self._request_received(event.stream_id, event.headers or [], event.stream_ended is not None)
@@ -385,11 +433,14 @@ class Session:
         if problem is not None:
             log.debug("stream %d: malformed request: %s", stream_id, problem)
             self.reset(stream_id, ResetCode.PROTOCOL_ERROR)
+            self._provoked()
             return None
         if len(self.streams) >= self.config.max_concurrent_streams:
-            # RFC 9113 section 5.1.2: refuse the stream, keep the connection.
+            # RFC 9113 section 5.1.2: refuse the stream, keep the connection. A request that
+            # never ends holds its slot until answered or timed out (stalled_bodies).
             limit_event("refused_stream")
             self.reset(stream_id, ResetCode.REFUSED_STREAM)
+            self._provoked()
             return None
         if STATS.streams_active >= self._budget.streams:
             # The worker's fd budget (limits.WorkerBudget): a stream may hold a file; refuse it
@@ -417,7 +468,11 @@ class Session:
     def _on_data(self, event: h2.events.DataReceived) -> None:
         STATS.request_body_bytes += len(event.data)
         stream = self.streams.get(event.stream_id)
-        reader = stream.request_body if stream is not None else None
+        if stream is None:
+            reader = None
+        else:
+            reader = stream.request_body
+            stream.body_received += event.flow_controlled_length
         if reader is not None:
             # Credit returns only as the application consumes (see return_credit).
             reader.feed(event.data, event.flow_controlled_length)
@@ -453,17 +508,19 @@ class Session:
         code = int(event.error_code)
         if event.remote_reset:
             STATS.rst_received += 1
-            codes = STATS.rst_received_codes
+            count_code(STATS.rst_received_codes, code)
         else:
-            # Reset by our own connection object (h2conn: DATA beyond content-length).
+            # Reset by h2 or our connection object for a rule the peer broke on the stream
+            # (DATA beyond content-length or on a half-closed stream, a window overflow).
             STATS.rst_sent += 1
-            codes = STATS.rst_sent_codes
-        codes[code] = codes.get(code, 0) + 1
+            count_code(STATS.rst_sent_codes, code)
         stream = self.streams.get(event.stream_id)
         if stream is not None:
             stream.reset_code = code
             stream.reset_by_peer = event.remote_reset
         self._forget(event.stream_id)
+        if not event.remote_reset:
+            self._provoked()
 
     def _on_window_updated(self, event: h2.events.WindowUpdated) -> None:
         if event.stream_id == 0:
@@ -490,9 +547,8 @@ class Session:
     def _on_terminated(self, event: h2.events.ConnectionTerminated) -> None:
         # h2 refuses to send anything after a GOAWAY from the peer: finish now.
         log.debug("peer sent GOAWAY code=%s", event.error_code)
-        codes = STATS.goaway_received_codes
         code = int(event.error_code) if event.error_code is not None else 0
-        codes[code] = codes.get(code, 0) + 1
+        count_code(STATS.goaway_received_codes, code)
         self._close()
 
     # -- responses -----------------------------------------------------------------------
@@ -547,7 +603,10 @@ class Session:
         if stream.queued or stream.blocked or body is None or not body.ready:
             return
         stream.queued = True
-        self._ready.append(stream)
+        ready = self._ready
+        if ready is None:
+            ready = self._ready = collections.deque()
+        ready.append(stream)
 
     def _send_headers(self, stream: StreamState, fields: Headers, end: bool) -> None:
         """h2's send_headers without its HPACK encoder: same state transitions, our block."""
@@ -580,8 +639,7 @@ class Session:
         with contextlib.suppress(h2.exceptions.StreamClosedError):
             self.conn.reset_stream(stream_id, _H2_CODES[code])
         STATS.rst_sent += 1
-        codes = STATS.rst_sent_codes
-        codes[int(code)] = codes.get(int(code), 0) + 1
+        count_code(STATS.rst_sent_codes, int(code))
         stream = self.streams.get(stream_id)
         if stream is not None:
             stream.reset_code = int(code)
@@ -683,7 +741,17 @@ class Session:
     # -- lifecycle -----------------------------------------------------------------------
 
     def _finish(self, stream: StreamState) -> None:
-        """Our side of the stream is complete."""
+        """Our side of the stream is complete. A request still arriving is then told to stop
+        with RST_STREAM(NO_ERROR) (RFC 9113 section 8.1): a stream whose request never ends
+        would otherwise stay open in h2 for the connection's life, outside every count."""
+        if not stream.request_ended and not self.conn.remote_closed(stream.h2_stream):
+            # Not a failure of the exchange: the stream is not marked reset (its handler is
+            # not cancelled, its log line is a complete response).
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self.conn.reset_stream(stream.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            self.flush()  # behind the response's last frame, already in the sink
+            STATS.rst_sent += 1
+            count_code(STATS.rst_sent_codes, 0)
         self._forget(stream.stream_id)
         if self.goaway_sent and not self.streams:
             self._close()
@@ -768,8 +836,7 @@ class Session:
             return
         self.goaway_sent = True
         STATS.goaway_sent += 1
-        codes = STATS.goaway_sent_codes
-        codes[int(code)] = codes.get(int(code), 0) + 1
+        count_code(STATS.goaway_sent_codes, int(code))
         # h2 refuses a second GOAWAY after the peer's own; then there is nothing to tell it.
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.conn.close_connection(_H2_CODES[code])
@@ -789,7 +856,8 @@ class Session:
                 # Interrupted: logged as cancelled, and its handler task is cancelled.
                 stream.reset_code = int(ResetCode.CANCEL)
             self._forget(stream.stream_id)
-        self._ready.clear()
+        if self._ready is not None:
+            self._ready.clear()
 
 
 _STATUS_BYTES = {code: str(code).encode() for code in range(100, 600)}

@@ -4,6 +4,7 @@ take ``Upgrade: h2c`` (RFC 7540 section 3.2), and refuse everything else with a 
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 
@@ -100,16 +101,23 @@ def parse_head(data: bytes) -> tuple[Http1Request, int] | None:
         if not sep or not name or not set(name) <= _TOKEN_CHARS:
             raise BadRequest("malformed header field")
         headers.append((name.lower(), value.strip(b" \t")))
+    if sum(1 for name, _ in headers if name == b"host") > 1:
+        raise BadRequest("more than one host field")  # RFC 9112 section 3.2: 400
     return Http1Request(method, target, version, headers), end + 4
 
 
 def upgrade_settings(request: Http1Request) -> bytes | None:
-    """The HTTP2-Settings value when ``request`` is a valid h2c upgrade we accept."""
-    if b"h2c" not in request.tokens(b"upgrade"):
+    """The HTTP2-Settings value when ``request`` is a valid h2c upgrade we accept (whether
+    the value itself is well formed is :func:`settings_problem`'s question)."""
+    # An HTTP/1.0 request's Upgrade is ignored (RFC 9110 section 7.8); more than one
+    # HTTP2-Settings field forbids the upgrade (RFC 7540 section 3.2.1).
+    if request.version != b"HTTP/1.1" or b"h2c" not in request.tokens(b"upgrade"):
         return None
     connection = request.tokens(b"connection")
     settings = request.get(b"http2-settings")
     if settings is None or b"upgrade" not in connection or b"http2-settings" not in connection:
+        return None
+    if sum(1 for name, _ in request.headers if name == b"http2-settings") > 1:
         return None
     # A body would have to be read as HTTP/1.1 first; we take only body-less upgrades.
     if request.get(b"transfer-encoding") is not None:
@@ -118,6 +126,31 @@ def upgrade_settings(request: Http1Request) -> bytes | None:
     if length not in (None, b"0"):
         return None
     return settings
+
+
+_BASE64URL = re.compile(rb"[A-Za-z0-9_-]*")
+# Settings whose values RFC 9113 section 6.5.2 bounds (h2 refuses the others' bad values too,
+# but only after the 101 has gone): ENABLE_PUSH, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE,
+# ENABLE_CONNECT_PROTOCOL (RFC 8441).
+_SETTING_BOUNDS = {2: (0, 1), 4: (0, (1 << 31) - 1), 5: (1 << 14, (1 << 24) - 1), 8: (0, 1)}
+
+
+def settings_problem(value: bytes) -> str | None:
+    """What is wrong with an HTTP2-Settings value (RFC 7540 section 3.2.1: a SETTINGS payload
+    in base64url without padding), or None. Checked before the 101, so a bad one is a 400."""
+    text = value.strip()
+    if not _BASE64URL.fullmatch(text) or len(text) % 4 == 1:
+        return "not base64url"
+    payload = base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+    if len(payload) % 6:
+        return "not a whole number of settings"
+    for offset in range(0, len(payload), 6):
+        identifier = int.from_bytes(payload[offset : offset + 2], "big")
+        setting = int.from_bytes(payload[offset + 2 : offset + 6], "big")
+        low, high = _SETTING_BOUNDS.get(identifier, (0, (1 << 32) - 1))
+        if not low <= setting <= high:
+            return f"setting {identifier} out of range: {setting}"
+    return None
 
 
 def upgraded_headers(request: Http1Request) -> list[tuple[bytes, bytes]]:
@@ -161,3 +194,4 @@ HTTP2_REQUIRED = error_response(
 )
 BAD_REQUEST = error_response(400, "Bad Request", "Malformed request: this server speaks HTTP/2.")
 HEAD_TOO_LARGE = error_response(431, "Request Header Fields Too Large", "Request head too large.")
+BAD_SETTINGS = error_response(400, "Bad Request", "Malformed HTTP2-Settings header: no upgrade.")

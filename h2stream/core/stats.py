@@ -47,6 +47,17 @@ class Stats:
     # "ping_flood"; the metric's label). Count with: t[kind] = t.get(kind, 0) + 1
     limit_events: dict[str, int]
     # -- hardening ---------------------------------------------------------------------
+    # -- edge: PROXY protocol, per-client limits, refusals ------------------------------
+    # How refused connections were answered (limits in limit_events): "http2" (SETTINGS +
+    # GOAWAY), "http1" (503), "closed" (no first bytes in time, or too many refusals at once).
+    refusal_answers: dict[str, int]
+    # PROXY headers accepted, by "v1", "v2" and "local" (LOCAL / UNKNOWN: the peer's address).
+    proxy_headers: dict[str, int]
+    # Connections closed for their PROXY header, by reason (proxy_header.py, io/edge.py).
+    proxy_header_errors: dict[str, int]
+    # Addresses the per-client table holds now (a gauge), and idle ones dropped for its cap.
+    client_table_entries: int
+    client_table_evictions: int
     # -- operations --------------------------------------------------------------------
     # -- speed -------------------------------------------------------------------------
     # Polls for a peer's credit (busypoll.py) that found input, and that found none in time.
@@ -81,3 +92,16 @@ Stats.TABLES = tuple(name for name, kind in _KINDS.items() if kind.startswith("d
 
 # One per process: workers are processes, so no counter is ever shared between threads.
 STATS = Stats()
+
+# The highest error code RFC 9113 defines (HTTP_1_1_REQUIRED). Codes are 32 bits chosen by the
+# peer in RST_STREAM and GOAWAY: counted one by one they would make a metric label per value
+# (60,000 codes made /metrics 2.3 MB), so every code above this is counted under UNKNOWN_CODE.
+MAX_KNOWN_CODE = 0xD
+UNKNOWN_CODE = -1
+
+
+def count_code(table: dict[int, int], code: int) -> None:
+    """One RST_STREAM or GOAWAY with ``code`` in ``table`` (rst_sent_codes and the like)."""
+    if not 0 <= code <= MAX_KNOWN_CODE:
+        code = UNKNOWN_CODE
+    table[code] = table.get(code, 0) + 1

@@ -34,11 +34,13 @@ def load_app(spec: str, interface: str = "native") -> App | AsgiApp:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"--app {spec!r}: cannot import {module_name}: {exc}") from exc
-    app = getattr(module, attr, None)
+    if not hasattr(module, attr):
+        raise ValueError(f"--app {spec!r}: no attribute {attr!r} in module {module_name!r}")
+    app = getattr(module, attr)
     if isinstance(app, App) and interface != "asgi":
         return app
     if interface != "native" and not isinstance(app, App) and is_asgi_app(app):
-        return app  # type: ignore[return-value]
+        return app
     wanted = {
         "native": "an h2stream.App",
         "asgi": "an ASGI 3 application (an async callable taking scope, receive, send)",

@@ -260,6 +260,49 @@ def _version_bytes(version: str) -> bytes:
     return b"1.0" if version == "1.0" else b"1.1"
 
 
+def _body_framing(request: h2c.Http1Request) -> bytes:
+    """The field that frames a request's body (llhttp checked it already), or b"" for none."""
+    if request.get(b"transfer-encoding") is not None:
+        return b"transfer-encoding: chunked\r\n"
+    length = request.get(b"content-length")
+    if length is not None and length.strip() not in (b"", b"0"):
+        return b"content-length: " + length.strip() + b"\r\n"
+    return b""
+
+
+class _AfterIgnoredUpgrade:
+    """The parser's callbacks once an Upgrade request was served as HTTP/1.x: the stand-in
+    head that frames its body (see Http1Connection._upgrade) is skipped; its body, and every
+    request after it on the connection, go to the connection as usual."""
+
+    def __init__(self, connection: Http1Connection) -> None:
+        self._connection = connection
+        self._stand_in = True
+
+    def on_message_begin(self) -> None:
+        if not self._stand_in:
+            self._connection.on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if not self._stand_in:
+            self._connection.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._stand_in:
+            self._connection.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if not self._stand_in:
+            self._connection.on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._connection.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._connection.on_message_complete()
+        self._stand_in = False
+
+
 class Http1Connection:
     """One HTTP/1.x connection: the parser, the request queue and the response in progress."""
 
@@ -317,8 +360,6 @@ class Http1Connection:
         # Bytes read past the pipelining depth, parsed as the queue drains.
         self._held = b""
         self._advancing = False
-        # Bytes left of an Upgrade request's body, which llhttp does not parse (see _upgrade).
-        self._raw_left = 0
         max_head = config.http1_max_head_size
         self._max_head = max_head
         self._max_fields = config.http1_max_headers
@@ -352,10 +393,7 @@ class Http1Connection:
         self._fed_before = self.received
         self.received += len(data)
         try:
-            if self._raw_left:
-                self._raw_body(data)
-            else:
-                self._take(data)
+            self._take(data)
             self._advance()
             if self._in_head and self.received - self._head_mark > self._max_head:
                 # llhttp reports a field only once it is complete: a head that keeps growing
@@ -380,9 +418,6 @@ class Http1Connection:
             if len(queue) >= depth or self.closed:
                 self._held = data[pos:]
                 return
-            if self._raw_left:  # an Upgrade request's body, which llhttp leaves to us
-                self._raw_body(data[pos:])
-                break
             cut = data.find(b"\r\n\r\n", pos)
             stop = end if cut < 0 else cut + 4
             self._feed(data if not pos and stop == end else data[pos:stop])
@@ -535,41 +570,29 @@ class Http1Connection:
             and self.current is None
             and len(self._queue) == 1
         ):
+            problem = h2c.settings_problem(settings)
+            if problem is not None:
+                # Before the 101, while a status can still say why (after it, h2 would end
+                # the connection without a word).
+                raise Http1Error(400, f"malformed HTTP2-Settings header: {problem}")
             self._queue.clear()
             self._parsing = None
             self.closed = True  # this connection is HTTP/2 from now on
             self._on_upgrade(settings, exchange.method, h2c.upgraded_headers(request), rest)
             return
-        # Not upgraded: the request is served on HTTP/1.1. llhttp leaves an Upgrade
-        # request's body unread, so a Content-Length body is counted off the stream here
-        # and the connection closes after the response; a chunked one is refused.
-        length = request.get(b"content-length")
-        if request.get(b"transfer-encoding") is not None:
-            raise Http1Error(400, "upgrade request with a chunked body")
-        left = int(length) if length is not None and length.isdigit() else 0
-        if left:
+        # Not upgraded: an ordinary HTTP/1.x request (RFC 9113 section 3.2 lets a server
+        # ignore the Upgrade; an HTTP/1.0 one must be ignored), and keep-alive goes on.
+        # llhttp stopped at the end of the head and left any body unparsed; a fresh parser
+        # reads it behind a stand-in head that carries only its framing.
+        framing = _body_framing(request)
+        if framing:
             exchange.body_done = False  # llhttp called it complete at the head
-            exchange.close_after = True
-            self._raw_left = left
-            self._raw_body(rest)
-            return
-        exchange.end_body()
+            self._parser = httptools.HttpRequestParser(_AfterIgnoredUpgrade(self))
+            self._parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n")
+        else:
+            exchange.end_body()
         if rest:
             self._feed(rest)
-
-    def _raw_body(self, data: bytes) -> None:
-        """Bytes of an unparsed Upgrade request's body (see _upgrade)."""
-        exchange = self._parsing
-        take = data[: self._raw_left]
-        self._raw_left -= len(take)
-        if exchange is not None:
-            if take:
-                exchange.feed(take)
-            if not self._raw_left:
-                exchange.end_body()
-        if not self._raw_left:
-            self._reading = False
-            self._set_reading(False)  # nothing after it is read: the connection closes
 
     # -- the queue ---------------------------------------------------------------------
 

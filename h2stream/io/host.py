@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from h2stream.config import Config
 from h2stream.core.exchange import ExchangeObserver
+from h2stream.io.edge import Edge
 
 
 class IdleNotice(Protocol):
@@ -25,6 +26,8 @@ class ConnectionHost(Protocol):
     # never calls the protocol back.
     handshaking: weakref.WeakSet[Any]
     max_connections: int
+    # PROXY headers expected, per-client limits, refusals in progress (edge.py).
+    edge: Edge
     draining: bool
     on_stream_end: ExchangeObserver | None
 

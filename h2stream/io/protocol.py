@@ -13,17 +13,19 @@ import logging
 import socket
 from typing import cast
 
+from h2stream.core import proxy_header
 from h2stream.core import sniff as http1
 from h2stream.core.exchange import Handler
-from h2stream.core.limits import REFUSAL, limit_event
+from h2stream.core.limits import limit_event
 from h2stream.core.session import Session
 from h2stream.core.stats import STATS
 from h2stream.http1.connection import Http1Connection
 from h2stream.io.busypoll import BusyPoll
+from h2stream.io.edge import count, peer_address, refuse
 from h2stream.io.host import ConnectionHost
 from h2stream.io.http1sink import Http1TransportSink
 from h2stream.io.sink import SHORT_SOLO_RUN, TransportSink, WorkerPools
-from h2stream.io.timeouts import ConnectionWatch
+from h2stream.io.timeouts import ConnectionWatch, buffer_cap
 
 log = logging.getLogger("h2stream.protocol")
 
@@ -56,12 +58,22 @@ class H2Protocol(asyncio.Protocol):
         self._upgrade_allowed = not tls
         self._pump_scheduled = False
         self._reading_paused = False
+        # The session stopped on its per-turn work budget: reading waits for its next turn.
+        self._input_held = False
         self._backlog_cap = server.config.max_send_frame_size + 65536
         self._loop = asyncio.get_running_loop()
         # Timeout marks, checked by the server's sweeper (timeouts.py); None until accepted.
         self.watch: ConnectionWatch | None = None
-        # Over --max-connections: answered with GOAWAY and closed, never counted as ours.
+        # Turned away at accept (edge.py: a limit, or a PROXY source not trusted): whatever
+        # becomes of its transport, connection_lost has nothing to undo.
         self._refused = False
+        # Who the client is, for logs and per-client limits: the PROXY header's address, else
+        # the peer's ("-" on a Unix socket); and its per-client table key while it counts.
+        self._client = "-"
+        self._client_key: str | None = None
+        # A PROXY header still due (its bytes so far) and its deadline; None once read.
+        self._header_due: bytes | None = None
+        self._header_timer: asyncio.TimerHandle | None = None
         # h2c only: polls for a peer's credit (busypoll.py); its socket is the sink's.
         self._poller: BusyPoll | None = None
 
@@ -70,20 +82,110 @@ class H2Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._server.handshaking.discard(self)
+        edge = self._server.edge
         if len(self._server.connections) >= self._server.max_connections:
-            # Refused before anything is allocated (not even the sendfile socket duplicate):
-            # our SETTINGS and a GOAWAY(NO_ERROR) naming no stream tell an HTTP/2 client that
-            # nothing was processed and it may retry; then the fd is freed at once.
+            # Refused before anything is allocated (not even the sendfile socket duplicate),
+            # answered in the protocol the client speaks (edge.py), then the fd is freed.
             self._refused = True
-            limit_event("max_connections")
-            transport.write(REFUSAL)
-            transport.close()
+            alpn = self._alpn(transport)
+            refuse(edge, transport, "max_connections", header_due=edge.proxy, alpn=alpn)
             return
+        peer = peer_address(transport)
+        if edge.proxy:
+            if not edge.trusts(peer):
+                edge.header_failed("untrusted")
+                self._refused = True
+                transport.close()
+                return
+            # It holds an fd, so it counts against --max-connections from now; it is served
+            # once its header names the client (_take_proxy_header).
+            self._enter(transport)
+            self._header_due = b""
+            self._header_timer = self._loop.call_later(edge.header_timeout, self._header_late)
+            return
+        if self._admit(transport, peer):
+            self._enter(transport)
+            self._accepted(transport)
+
+    def _enter(self, transport: asyncio.Transport) -> None:
+        """Count the connection as this worker's (the sweeper watches it from now)."""
         self._transport = transport
         self.watch = ConnectionWatch(self, transport, self._server.config)
-        STATS.connections_accepted += 1
         STATS.connections_active += 1
         self._server.connections.add(self)
+
+    def _admit(
+        self,
+        transport: asyncio.Transport,
+        client: str | None,
+        rest: bytes = b"",
+        limit: bool = True,
+    ) -> bool:
+        """The per-client limits (edge.py) for ``client``; a connection they refuse stops
+        counting and is handed to a Refusal with ``rest``, the bytes already read."""
+        self._client = client or "-"
+        edge = self._server.edge
+        key, refused = edge.admit(client if limit else None)
+        if refused is None:
+            self._client_key = key
+            STATS.connections_accepted += 1
+            return True
+        if self._transport is not None:
+            STATS.connections_active -= 1
+            self._server.connections.discard(self)
+            self._transport = self.watch = None
+        self._refused = True
+        refuse(edge, transport, refused, client=client, data=rest, alpn=self._alpn(transport))
+        return False
+
+    def _alpn(self, transport: asyncio.Transport) -> str | None:
+        if not self._tls:
+            return None
+        ssl_object = transport.get_extra_info("ssl_object")
+        return ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+
+    def _take_proxy_header(self, data: bytes) -> bytes:
+        """Read the PROXY header (proxy_header.py); the client it names is admitted or refused.
+        Returns the client's own bytes that followed it (none while it is incomplete)."""
+        transport = self._transport
+        assert self._header_due is not None and transport is not None
+        edge = self._server.edge
+        buffered = self._header_due + data
+        try:
+            header = proxy_header.parse(buffered, edge.header_limit)
+        except proxy_header.ProxyHeaderError as exc:
+            self._header_done()
+            edge.header_failed(exc.reason)
+            transport.close()
+            return b""
+        if header is None:
+            self._header_due = buffered
+            return b""
+        self._header_done()
+        count(STATS.proxy_headers, "local" if header.local else f"v{header.version}")
+        rest = buffered[header.length :]
+        # LOCAL: the balancer's own health check, under no per-client limit.
+        client = header.source or peer_address(transport)
+        if not self._admit(transport, client, rest, limit=not header.local):
+            return b""
+        self._accepted(transport)
+        return rest
+
+    def _header_done(self) -> None:
+        self._header_due = None
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_late(self) -> None:
+        self._header_timer = None
+        if self._header_due is not None and self._transport is not None:
+            self._header_due = None
+            self._server.edge.header_failed("timeout")
+            self._transport.close()
+
+    def _accepted(self, transport: asyncio.Transport) -> None:
+        """An admitted connection: its writer, and for TLS its protocol by ALPN."""
         config = self._server.config
         raw = None
         if not self._tls and (config.sendfile or config.busy_poll_us):
@@ -136,6 +238,8 @@ class H2Protocol(asyncio.Protocol):
                 if session.closed:
                     return  # a lingering close (see _close): input is read and dropped
                 self._after_io(session.receive(data))
+                if session.input_pending:
+                    self._hold_input()
                 if not self._sink.writable:  # type: ignore[union-attr]
                     self._cap_backlog()
                 elif self._poller is not None and self._may_poll(session):
@@ -155,6 +259,7 @@ class H2Protocol(asyncio.Protocol):
             and not session.closed
             and not self._pump_scheduled
             and not self._reading_paused
+            and not self._input_held
             and session.waiting_for_credit()
         )
 
@@ -164,10 +269,44 @@ class H2Protocol(asyncio.Protocol):
         if session is None:
             return False
         self._after_io(session.receive(data))
+        if session.input_pending:
+            self._hold_input()
+            return False
         if not self._sink.writable:  # type: ignore[union-attr]
             self._cap_backlog()
             return False
         return self._may_poll(session)
+
+    def _hold_input(self) -> None:
+        """The session stopped on its turn's work budget (Config.read_turn_units) with frames
+        still buffered: stop reading and give the rest a turn of its own after the callbacks
+        already due, other connections' reads among them. One read (uvloop hands over
+        several 256 KiB at a wakeup) can then never hold the worker for long."""
+        if self._input_held:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._input_held = True
+        transport.pause_reading()
+        self._loop.call_soon(self._continue_input)
+
+    def _continue_input(self) -> None:
+        self._input_held = False
+        session, transport = self.session, self._transport
+        if session is None or session.closed or transport is None or transport.is_closing():
+            return
+        try:
+            self._after_io(session.receive(b""))
+            if session.input_pending:
+                # Still more buffered: another turn, reading stays paused.
+                self._input_held = True
+                self._loop.call_soon(self._continue_input)
+            elif not self._reading_paused:
+                transport.resume_reading()
+        except Exception:
+            log.exception("internal error; closing the connection")
+            self.abort()
 
     def pause_writing(self) -> None:
         # Reading goes on: WINDOW_UPDATE, RST_STREAM and new (small) requests must still be
@@ -181,7 +320,7 @@ class H2Protocol(asyncio.Protocol):
         self._sink.writable = True
         if self._reading_paused:
             self._reading_paused = False
-            if not self._transport.is_closing():
+            if not self._transport.is_closing() and not self._input_held:
                 self._transport.resume_reading()
         if self.http1 is not None:
             self._pump_http1()
@@ -211,6 +350,13 @@ class H2Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused:
             return
+        if self._header_due is not None:
+            # Gone before its PROXY header was complete (a TCP check, or cut short).
+            self._server.edge.header_failed("truncated" if self._header_due else "empty")
+            self._header_done()
+        if self._client_key is not None:
+            self._server.edge.release(self._client_key)
+            self._client_key = None
         STATS.connections_active -= 1
         self._server.connections.discard(self)
         if self.session is not None:
@@ -241,11 +387,8 @@ class H2Protocol(asyncio.Protocol):
             on_stream_end=self._server.on_stream_end,
             budget=self._pools.budget,
         )
-        if self._transport is not None:
-            # Who and how, for the access log: once per connection, never per stream.
-            peer = self._transport.get_extra_info("peername")
-            if peer:
-                self.session.peer = str(peer[0])
+        # Who and how, for the access log: once per connection, never per stream.
+        self.session.peer = self._client
         self.session.tls = self._tls
         return self.session
 
@@ -270,7 +413,7 @@ class H2Protocol(asyncio.Protocol):
         """--max-connection-buffer: a peer that does not read cannot make us queue more."""
         transport = self._transport
         if transport is not None and (
-            transport.get_write_buffer_size() > self._server.config.max_connection_buffer
+            transport.get_write_buffer_size() > buffer_cap(self._server.config)
         ):
             limit_event("connection_buffer")
             transport.abort()
@@ -349,6 +492,10 @@ class H2Protocol(asyncio.Protocol):
     # -- before HTTP/2 -------------------------------------------------------------------
 
     def _sniff(self, data: bytes) -> None:
+        if self._header_due is not None:
+            data = self._take_proxy_header(data)
+            if not data:
+                return
         buffered = self._sniffed + data
         if self._http2_allowed and http1.could_be_preface(buffered):
             if len(buffered) < len(http1.PREFACE):
@@ -359,6 +506,8 @@ class H2Protocol(asyncio.Protocol):
             session.start()
             self._announce_if_draining(session)
             self._after_io(session.receive(buffered))
+            if session.input_pending:
+                self._hold_input()
             return
         # PRI is the preface's method, never an HTTP/1.x request's (RFC 9113 section 3.4):
         # a broken preface is refused below, not parsed.
@@ -383,6 +532,9 @@ class H2Protocol(asyncio.Protocol):
             refusal = http1.HTTP2_REQUIRED
             self._refuse(http1.without_body(refusal) if request.method == b"HEAD" else refusal)
             return
+        if http1.settings_problem(settings) is not None:
+            self._refuse(http1.BAD_SETTINGS)  # a 400 before the 101, not a silent close after
+            return
         self._sniffed = b""
         assert self._transport is not None
         self._transport.write(http1.SWITCHING_PROTOCOLS)
@@ -395,6 +547,8 @@ class H2Protocol(asyncio.Protocol):
             return
         rest = buffered[head_length:]
         self._after_io(session.receive(rest) if rest else False)
+        if session.input_pending:
+            self._hold_input()
 
     def _refuse(self, response: bytes) -> None:
         assert self._transport is not None
@@ -430,9 +584,7 @@ class H2Protocol(asyncio.Protocol):
             self._server.on_stream_end,
             self._upgrade_from_http1 if self._upgrade_allowed and self._http2_allowed else None,
         )
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.http1.peer = str(peer[0])
+        self.http1.peer = self._client
         self.http1.tls = self._tls
         if self._server.draining:
             self.http1.draining = True
@@ -479,3 +631,5 @@ class H2Protocol(asyncio.Protocol):
             return
         self._announce_if_draining(session)
         self._after_io(session.receive(rest) if rest else False)
+        if session.input_pending:
+            self._hold_input()

@@ -9,12 +9,16 @@ A timeout therefore fires between its value and its value plus one interval afte
 
 What fires, and the answer (every one counted in ``STATS.limit_events``):
 
-- ``preface_timeout``: no TLS handshake (uvloop's ``ssl_handshake_timeout``) or no connection
-  preface / h2c Upgrade head in time: the socket is closed.
+- ``preface_timeout``: no TLS handshake (uvloop's ``ssl_handshake_timeout``), then no
+  connection preface / h2c Upgrade head in time (after the handshake, or after a ``101
+  Switching Protocols``: a session that has received nothing yet): the socket is closed.
 - ``header_timeout``: a header block begun and not finished in time (slowloris inside
   HTTP/2): GOAWAY(ENHANCE_YOUR_CALM).
 - ``idle_timeout``: no open stream and no new request in time: GOAWAY(NO_ERROR). PINGs and
   other control frames do not keep a connection alive.
+- ``request_body_timeout``: a request body that stops arriving (HEADERS without END_STREAM
+  and no DATA, or DATA that stops) before anything was answered: the stream is reset with
+  CANCEL, and a connection left with no stream gets GOAWAY(NO_ERROR) and is closed.
 - ``send_timeout``: a stream parked on a zero stream window that long is reset with CANCEL:
   the peer broke no rule, we give up the response and free its file.
 - HTTP/1.1 (``_check_http1``): a head unfinished after the preface timeout (the first
@@ -39,6 +43,7 @@ from h2stream.core.exchange import ResetCode
 from h2stream.core.limits import limit_event
 from h2stream.core.session import Session
 from h2stream.http1.connection import Http1Connection
+from h2stream.io.sink import FLUSH_AT, SOLO_RUN
 
 log = logging.getLogger("h2stream.timeouts")
 
@@ -48,6 +53,16 @@ ENHANCE_YOUR_CALM = ResetCode.ENHANCE_YOUR_CALM
 # than once a second for the default timeouts (10 s and up).
 MIN_INTERVAL = 0.05
 MAX_INTERVAL = 1.0
+
+
+def buffer_cap(config: Config) -> int:
+    """Bytes a transport may hold before --max-connection-buffer aborts the connection: the
+    configured value, but never less than what the server itself queues for a reader that
+    reads (one run of a lone stream's frames, one frame the copy path finishes, and a flush
+    of control frames and TLS records), so any accepted value still serves a well-behaved
+    reader: only a peer that does not read meets the cap."""
+    own = SOLO_RUN + 9 * (SOLO_RUN // 16384) + config.max_send_frame_size + FLUSH_AT
+    return max(config.max_connection_buffer, own)
 
 
 def sweep_interval(config: Config) -> float:
@@ -60,6 +75,7 @@ def sweep_interval(config: Config) -> float:
             config.send_timeout,
             config.http1_keepalive_timeout,
             config.http1_body_timeout,
+            config.request_body_timeout,
         )
         if t > 0
     ]
@@ -129,7 +145,7 @@ class ConnectionWatch:
                 limit_event("stalled_connection")
                 transport.abort()
             return
-        if transport.get_write_buffer_size() > config.max_connection_buffer:
+        if transport.get_write_buffer_size() > buffer_cap(config):
             limit_event("connection_buffer")
             transport.abort()
             return
@@ -145,6 +161,15 @@ class ConnectionWatch:
                 transport.close()
             return
         if session.closed:
+            return
+        if session.awaiting_preface:
+            # TLS handshake done (or 101 sent) and still nothing from the peer.
+            if config.preface_timeout and now - self.born >= config.preface_timeout:
+                limit_event("preface_timeout")
+                log.debug("no connection preface in %.1f s: closing", config.preface_timeout)
+                transport.close()
+            return
+        if config.request_body_timeout and session.streams and self._check_bodies(now, session):
             return
         highest = session.highest_stream_id
         if config.header_timeout and session.header_block_pending():
@@ -167,6 +192,21 @@ class ConnectionWatch:
             return
         if config.send_timeout:
             self._check_send(now, session, config.send_timeout)
+
+    def _check_bodies(self, now: float, session: Session) -> bool:
+        """Reset streams whose request body stopped; True when the connection was closed."""
+        stalled = session.stalled_bodies(now, self.config.request_body_timeout)
+        if not stalled:
+            return False
+        for stream_id in stalled:
+            limit_event("request_body_timeout")
+            log.debug("stream %d: request body stopped: CANCEL", stream_id)
+            session.reset(stream_id, CANCEL)
+        if session.streams:
+            self.protocol.schedule_pump()  # its turn flushes the RST_STREAM frames
+            return False
+        self.protocol.shutdown()  # nothing else alive here: GOAWAY, then close
+        return True
 
     def _check_http1(self, now: float, conn: Http1Connection, config: Config) -> None:
         """HTTP/1.1: the head (slowloris, timed from its first byte, like nginx's

@@ -194,7 +194,7 @@ class Snapshot:
 
 
 # Figures that describe the present, not a history: summed over live processes only.
-GAUGE_COUNTERS = frozenset({"connections_active", "streams_active"})
+GAUGE_COUNTERS = frozenset({"connections_active", "streams_active", "client_table_entries"})
 GAUGE_PROCESS = frozenset({"resident_memory_bytes", "virtual_memory_bytes", "open_fds", "max_fds"})
 
 
@@ -303,7 +303,8 @@ def _code_name(key: str) -> str:
     try:
         return h2.errors.ErrorCodes(int(key)).name
     except ValueError:
-        return key  # an unknown code from the peer: its number
+        # Codes beyond RFC 9113's are counted as one (core.stats.count_code): one label.
+        return "UNKNOWN"
 
 
 def _versions() -> dict[str, str]:
@@ -442,6 +443,7 @@ class H2StreamCollector(Collector):
         for kind, count in sorted(t.get("limit_events", {}).items()):
             limits.add_metric([kind], count)
         yield limits
+        yield from self.edge_families(c, t)
         yield _histogram(
             f"{PREFIX}_time_to_first_byte_seconds",
             "From request headers to the first response body byte framed.",
@@ -463,6 +465,49 @@ class H2StreamCollector(Collector):
         yield info
         yield from self.process_families(snap.process)
         yield from self.grpc_families(t)
+
+    @staticmethod
+    def edge_families(
+        counters: dict[str, float], tables: dict[str, dict[str, int]]
+    ) -> Iterable[Metric]:
+        """Refusals at accept, PROXY headers, and the per-client table (io/edge.py)."""
+        for name, label, keys, help_text in (
+            (
+                "refusal_answers",
+                "answer",
+                ("http2", "http1", "closed"),
+                "Connections refused at accept (limit_events names the limit), by answer: "
+                "SETTINGS + GOAWAY, 503, or closed unanswered.",
+            ),
+            (
+                "proxy_headers",
+                "version",
+                ("v1", "v2", "local"),
+                "PROXY protocol headers accepted (local: LOCAL or UNKNOWN, no client address).",
+            ),
+            (
+                "proxy_header_errors",
+                "reason",
+                (),
+                "Connections closed for their PROXY header (missing, malformed, oversized, "
+                "unsupported, truncated, empty, timeout, untrusted).",
+            ),
+        ):
+            family = CounterMetricFamily(f"{PREFIX}_{name}", help_text, labels=[label])
+            table = tables.get(name, {})
+            for key in sorted({*keys, *table}):
+                family.add_metric([key], table.get(key, 0))
+            yield family
+        yield GaugeMetricFamily(
+            f"{PREFIX}_client_table_entries",
+            "Client addresses the per-client limits track now (connected, or within the LRU).",
+            value=counters.get("client_table_entries", 0),
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_client_table_evictions",
+            "Idle client addresses dropped to keep the per-client table within its size.",
+            value=counters.get("client_table_evictions", 0),
+        )
 
     @staticmethod
     def grpc_families(tables: dict[str, dict[str, int]]) -> Iterable[Metric]:

@@ -5,13 +5,21 @@ HTTP/1.1, and a scrape must work while the data port is saturated or draining. I
 responder, not a web server: GET and HEAD of three paths, keep-alive, no request bodies. Every
 read and write has a deadline and the number of open connections is capped, so garbage or a
 slow client costs one small task for a few seconds at most.
+
+A health probe must get through whatever other clients do (a load balancer takes out a node
+whose /healthz does not answer). So a full listener makes room instead of refusing: a new
+connection evicts the one that has waited longest (for its request head, or for its peer to
+read), and no probe's fresh connection is ever the longest waiting. Nothing else queues: an
+answer, a scrape's too, is made at once when its request head is complete.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import CollectorRegistry
@@ -22,9 +30,12 @@ from h2stream.observe.metrics import render
 log = logging.getLogger("h2stream.metrics")
 
 MAX_HEAD = 8192  # bytes of request line and headers
-MAX_CONNECTIONS = 64
-READ_TIMEOUT = 10.0  # for a whole request head, and idle keep-alive between requests
-WRITE_TIMEOUT = 10.0
+MAX_CONNECTIONS = 64  # past this, the connection waiting longest makes room
+# A new connection's first request head must arrive within this (probes and scrapers send it
+# at once); between requests a keep-alive connection may idle longer, for the next scrape.
+HEAD_TIMEOUT = 5.0
+KEEPALIVE_TIMEOUT = 20.0
+WRITE_TIMEOUT = 5.0
 MAX_REQUESTS = 1000  # per connection, then close: bounds what one client can pin
 
 _REASONS = {
@@ -45,6 +56,15 @@ class _BadRequest(Exception):
         self.status = status
 
 
+@dataclass(slots=True)
+class _Client:
+    """One open connection: what evicting it needs, and since when it has been waiting."""
+
+    task: asyncio.Task[None]
+    writer: asyncio.StreamWriter
+    waiting_since: float
+
+
 class MetricsServer:
     """Serves one registry and two health answers; ``ready`` says whether we accept traffic."""
 
@@ -53,7 +73,7 @@ class MetricsServer:
         self.registry = registry
         self.ready = ready
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._clients: dict[asyncio.Task[None], _Client] = {}
         self.address: tuple[str, int] | None = None
 
     async def start(self) -> str:
@@ -70,29 +90,47 @@ class MetricsServer:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for task in list(self._tasks):
+        tasks = list(self._clients)
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=1.0)
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+
+    def _make_room(self) -> None:
+        """Close the connection that has waited longest (a slow or idle client, never one
+        whose request just arrived) so that a new one is served."""
+        stalest = min(self._clients.values(), key=lambda client: client.waiting_since)
+        del self._clients[stalest.task]
+        stalest.writer.transport.abort()
+        stalest.task.cancel()
+        idle = time.monotonic() - stalest.waiting_since
+        log.debug("metrics listener full: closed a connection waiting for %.1f s", idle)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if len(self._tasks) >= MAX_CONNECTIONS or task is None:
+        if task is None:  # pragma: no cover - start_server always runs us in a task
             writer.transport.abort()
             return
-        self._tasks.add(task)
+        if len(self._clients) >= MAX_CONNECTIONS:
+            self._make_room()
+        client = _Client(task, writer, time.monotonic())
+        self._clients[task] = client
         clean = False
         try:
+            timeout = HEAD_TIMEOUT
             for _ in range(MAX_REQUESTS):
-                if not await self._one_request(reader, writer):
+                if not await self._one_request(reader, writer, client, timeout):
                     break
+                timeout = KEEPALIVE_TIMEOUT
             clean = True
         except (TimeoutError, ConnectionError):
             pass  # slow or vanished client
+        except asyncio.CancelledError:
+            pass  # evicted to make room, or the listener is closing
         except Exception:
             log.exception("metrics listener: internal error")
         finally:
-            self._tasks.discard(task)
+            self._clients.pop(task, None)
             # After a clean answer everything is flushed (drain was awaited); otherwise the
             # client may never read what is buffered, so drop it.
             if clean:
@@ -101,11 +139,16 @@ class MetricsServer:
                 writer.transport.abort()
 
     async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: _Client,
+        timeout: float,
     ) -> bool:
         """Answer one request; False when the connection should close."""
+        client.waiting_since = time.monotonic()
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
         except asyncio.IncompleteReadError as exc:
             if exc.partial.strip():
                 await self._send(writer, 400, b"bad request\n", keep=False)
@@ -119,6 +162,7 @@ class MetricsServer:
             await self._send(writer, exc.status, b"bad request\n", keep=False)
             return False
         status, body, content_type = self._answer(method, path)
+        client.waiting_since = time.monotonic()
         await self._send(writer, status, body, keep, content_type, head_only=method == "HEAD")
         return keep
 

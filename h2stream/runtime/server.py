@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -17,12 +18,15 @@ from h2stream.config import Config
 from h2stream.core.exchange import ExchangeObserver, Handler
 from h2stream.core.limits import set_fd_budget
 from h2stream.handlers.grpc.health import HEALTH
+from h2stream.io.edge import Edge
 from h2stream.io.protocol import H2Protocol
 from h2stream.io.timeouts import Sweeper
 from h2stream.observe.wiring import MetricsListenError, Observability
 from h2stream.runtime.context import WorkerContext
 from h2stream.runtime.memory import IdleTrim
-from h2stream.runtime.tls import alpn_protocols, make_self_signed, server_context
+from h2stream.runtime.systemd import ActivationError, describe, listen_sockets, sd_notify
+from h2stream.runtime.tls import TLSError, alpn_protocols, make_self_signed, server_context
+from h2stream.runtime.unixsock import UnixSocketFile
 
 log = logging.getLogger("h2stream.server")
 
@@ -72,12 +76,19 @@ class Server:
         # --max-connections within the fd limit; set in start(), which may raise the soft
         # RLIMIT_NOFILE first.
         self.max_connections = 1 << 30
+        # PROXY headers, per-client limits and refusals (io/edge.py): per worker.
+        self.edge = Edge(config)
+        # --bind unix: sockets this process made (removed at the end of the drain).
+        self._unix_files: list[UnixSocketFile] = []
         # The one timer that checks every connection's timeouts (timeouts.py).
         self._sweeper: Sweeper | None = None
         # Hands the heap's free pages back once the last connection has gone (memory.py).
         self.idle_trim = IdleTrim(self.connections, self.context)
         # The handler's application lifespan, if it has one (ASGI apps).
         self.lifespan: AppLifespan | None = getattr(handler, "lifespan", None)
+        # The TLS context new handshakes use: the listeners' own, until SIGHUP reloads the
+        # certificate (see reload()).
+        self._tls_current: ssl.SSLContext | None = None
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         config = self.config
@@ -86,14 +97,62 @@ class Server:
             return server_context(certfile, keyfile, alpn_protocols(config.http))
         if config.certfile is not None:
             keyfile = config.keyfile or config.certfile
-            return server_context(config.certfile, keyfile, alpn_protocols(config.http))
+            context = server_context(config.certfile, keyfile, alpn_protocols(config.http))
+            self._tls_current = context
+            # A listener's context is fixed when it is made; a reloaded certificate reaches
+            # new handshakes by switching their context as the ClientHello arrives (OpenSSL
+            # calls this with or without SNI), connections already open keep theirs.
+            context.sni_callback = self._use_current_certificate
+            return context
         return None
 
+    def _use_current_certificate(
+        self, connection: ssl.SSLObject, _name: str | None, listener: ssl.SSLContext
+    ) -> None:
+        current = self._tls_current
+        if current is not None and current is not listener:
+            connection.context = current
+
+    def reload(self) -> str:
+        """SIGHUP to a single process: renew what can change under open connections, for the
+        new ones: the TLS certificate (a renewal) and the access log file (a rotation). Other
+        options need a restart (``--supervise`` reloads them all without one). Returns what
+        was done, for the log."""
+        done = []
+        config = self.config
+        if self._tls_current is not None and config.certfile is not None:
+            keyfile = config.keyfile or config.certfile
+            try:
+                fresh = server_context(config.certfile, keyfile, alpn_protocols(config.http))
+            except TLSError as exc:
+                log.error("SIGHUP: the certificate stays as it was: %s", exc)
+            else:
+                self._tls_current = fresh
+                done.append("reloaded the TLS certificate for new connections")
+        access_log = self.observability.access_log if self.observability else None
+        if access_log is not None and config.access_log != "-":
+            try:
+                access_log.reopen()
+            except OSError as exc:
+                log.error("SIGHUP: cannot reopen the access log: %s", exc)
+            else:
+                done.append("reopened the access log")
+        if not done:
+            return (
+                "SIGHUP ignored: a single process reloads only its TLS certificate and access "
+                "log; run with --supervise to reload the config without a restart"
+            )
+        return f"SIGHUP: {' and '.join(done)}; other options take a restart (or --supervise)"
+
     async def start(
-        self, announce: Callable[[str], None] | None = None, sockets: Sequence[socket.socket] = ()
+        self,
+        announce: Callable[[str], None] | None = None,
+        sockets: Sequence[socket.socket] = (),
+        names: Sequence[str] = (),
     ) -> None:
         """Listen on ``config.binds``, or on ``sockets`` already bound and listening (a worker
-        process accepts on the SO_REUSEPORT sockets its supervisor made: see supervisor.py)."""
+        process accepts on the SO_REUSEPORT sockets its supervisor made: see supervisor.py;
+        systemd's, named ``names``, under socket activation)."""
         loop = asyncio.get_running_loop()
         context = self._ssl_context()
         tls = context is not None
@@ -109,7 +168,12 @@ class Server:
         if self.observability is None and (config.access_log or config.metrics_bind):
             self.observability = Observability(self)
         if self.observability is not None:
-            self.observability.install()  # before any connection: sessions copy the observer
+            try:
+                self.observability.install()  # before any connection: sessions copy it
+            except OSError as exc:  # the access log cannot be opened
+                raise StartupError(
+                    f"access log {config.access_log!r}: {exc.strerror or exc}"
+                ) from exc
 
         def protocol() -> H2Protocol:
             made = H2Protocol(self, self.handler, tls, self.context)
@@ -132,28 +196,42 @@ class Server:
             )
         for bind in () if sockets else self.config.binds:
             try:
-                listener = await loop.create_server(
-                    protocol,
-                    bind.host,
-                    bind.port,
-                    ssl=context,
-                    reuse_address=True,
-                    backlog=1024,
-                    ssl_handshake_timeout=handshake,
-                )
+                if bind.path is not None:
+                    unix = UnixSocketFile(
+                        bind.path, config.unix_socket_mode, config.unix_socket_owner
+                    )
+                    self._unix_files.append(unix)
+                    listener = await loop.create_server(
+                        protocol, sock=unix.sock, ssl=context, backlog=1024,
+                        ssl_handshake_timeout=handshake,
+                    )  # fmt: skip
+                else:
+                    listener = await loop.create_server(
+                        protocol,
+                        bind.host,
+                        bind.port,
+                        ssl=context,
+                        reuse_address=True,
+                        backlog=1024,
+                        ssl_handshake_timeout=handshake,
+                    )
             except OSError as exc:
                 await self.close_listeners()
                 raise StartupError(f"cannot listen on {bind}: {exc.strerror or exc}") from exc
             self._listeners.append(listener)
-        for listener in self._listeners:
+        scheme = "https" if tls else "http"
+        kind = _protocols_served(config.http, tls) + ("; PROXY protocol" if self.edge.proxy else "")
+        for index, listener in enumerate(self._listeners):
+            name = f"; systemd socket {names[index]!r}" if index < len(names) else ""
             for sock in listener.sockets:
-                host, port = sock.getsockname()[:2]
-                scheme = "https" if tls else "http"
-                self.addresses.append((scheme, host, port))
-                shown = f"[{host}]" if ":" in host else host
-                kind = _protocols_served(config.http, tls)
-                line = f"h2stream listening on {scheme}://{shown}:{port} ({kind})"
-                (announce or _print_line)(line)
+                if sock.family == socket.AF_UNIX:
+                    self.addresses.append(("unix", describe(sock)[5:], 0))
+                    shown = describe(sock)
+                else:
+                    host, port = sock.getsockname()[:2]
+                    self.addresses.append((scheme, host, port))
+                    shown = f"{scheme}://{describe(sock)}"
+                (announce or _print_line)(f"h2stream listening on {shown} ({kind}{name})")
         if self.observability is not None:
             try:
                 await self.observability.start_listener(announce or _print_line)
@@ -166,6 +244,16 @@ class Server:
         for listener in self._listeners:
             listener.close()
         self._listeners.clear()
+        self._remove_unix_files()
+
+    def _remove_unix_files(self) -> None:
+        for unix in self._unix_files:
+            unix.close()
+        self._unix_files.clear()
+
+    async def stopped(self) -> None:
+        """Until SIGTERM/SIGINT (request_stop) asks for the drain."""
+        await self._stopped.wait()
 
     def request_stop(self) -> None:
         self._stopped.set()
@@ -217,6 +305,7 @@ class Server:
             # After the in-flight requests: the app's resources outlive every request.
             await self.lifespan.shutdown()
         self._listeners.clear()
+        self._remove_unix_files()
         if self._sweeper is not None:
             self._sweeper.stop()
         self.idle_trim.stop()
@@ -249,7 +338,8 @@ def _print_line(line: str) -> None:
 
 def install_signal_handlers(server: Server) -> None:
     """The first SIGTERM/SIGINT drains and says so (a drain may take --graceful-timeout
-    seconds, silent otherwise); a second one stops at once."""
+    seconds, silent otherwise); a second one stops at once. SIGHUP reloads what a single
+    process can (:meth:`Server.reload`) and never stops it."""
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
@@ -268,6 +358,12 @@ def install_signal_handlers(server: Server) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
+
+    def on_hangup() -> None:
+        # Left to its default, SIGHUP would kill the process and cut every download.
+        log.warning("%s", server.reload())
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -292,8 +388,16 @@ def run(config: Config, handler: Handler, context: WorkerContext | None = None) 
     async def serve() -> None:
         # Handlers first: a SIGTERM right after the listening line must drain, not kill.
         install_signal_handlers(server)
-        await server.start()
-        await server.serve_until_stopped()
+        # systemd socket activation: its sockets instead of --bind (systemd.py).
+        try:
+            activated = listen_sockets()
+        except ActivationError as exc:
+            raise StartupError(str(exc)) from exc
+        await server.start(sockets=[a.sock for a in activated], names=[a.name for a in activated])
+        sd_notify(f"READY=1\nMAINPID={os.getpid()}")
+        await server.stopped()
+        sd_notify("STOPPING=1")
+        await server.drain()
 
     try:
         loop.run_until_complete(serve())

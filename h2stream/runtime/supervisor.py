@@ -7,6 +7,9 @@ new connections over the workers. Worker k of every generation accepts on slot k
 which the supervisor keeps open: a reload or a restart never closes a listening socket, so no
 connection waiting in a socket's accept queue is lost (closing one member of a SO_REUSEPORT
 group resets the connections queued on it unless ``net.ipv4.tcp_migrate_req`` is set).
+A ``--bind unix:`` socket is made once and shared by every worker (SO_REUSEPORT does nothing
+for Unix sockets); under systemd socket activation (``LISTEN_FDS``, systemd.py) nothing is
+bound at all: every worker accepts on the sockets systemd passed.
 
 Workers are fresh ``python -m h2stream.runtime.worker`` interpreters (not forks), so a reload
 re-reads the code as well as the config file and the certificates.
@@ -46,7 +49,10 @@ from typing import TYPE_CHECKING, Any
 from h2stream.config import Bind, Config, ConfigError, load_config
 from h2stream.runtime.pidfile import PidFileError, remove_pid_file, write_pid_file
 from h2stream.runtime.server import StartupError
+from h2stream.runtime.systemd import ActivatedSocket, ActivationError, describe, listen_sockets
+from h2stream.runtime.systemd import sd_notify as sd_notify
 from h2stream.runtime.tls import TLSError, make_self_signed, server_context
+from h2stream.runtime.unixsock import UnixSocketFile
 from h2stream.runtime.worker import READY, encode_config
 
 if TYPE_CHECKING:
@@ -135,15 +141,72 @@ class Listener:
         shown = f"[{host}]" if ":" in host else host
         return f"{'https' if tls else 'http'}://{shown}:{self.port}"
 
+    def fd(self, slot: int) -> int:
+        return self.sockets[slot].fileno()
 
-def resolve(bind: Bind) -> list[Listener]:
+
+class SharedListener:
+    """One socket that every worker slot accepts on: a ``--bind unix:`` socket (SO_REUSEPORT
+    spreads nothing there) made once here, or one systemd passed (never bound again)."""
+
+    def __init__(
+        self, bind: Bind | None, config: Config, activated: ActivatedSocket | None = None
+    ) -> None:
+        self.bind = bind
+        self._config = config
+        self._file: UnixSocketFile | None = None
+        self._sock = activated.sock if activated is not None else None
+        self.name = activated.name if activated is not None else None
+
+    def claim(self) -> None:
+        if self._sock is None and self.bind is not None and self.bind.path is not None:
+            config = self._config
+            self._file = UnixSocketFile(
+                self.bind.path, config.unix_socket_mode, config.unix_socket_owner
+            )
+            self._sock = self._file.sock
+
+    def ensure(self, slots: int) -> None:
+        pass  # one socket for every slot
+
+    def trim(self, slots: int) -> None:
+        if not slots:
+            self.close()
+
+    def close(self) -> None:
+        """Close it; a Unix socket's file goes too (UnixSocketFile.close)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        elif self._sock is not None:
+            self._sock.close()
+        self._sock = None
+
+    def url(self, tls: bool) -> str:
+        assert self._sock is not None
+        shown = describe(self._sock)
+        if self._sock.family != socket.AF_UNIX:
+            shown = f"{'https' if tls else 'http'}://{shown}"
+        return shown + (f" (systemd socket {self.name!r})" if self.name else "")
+
+    def fd(self, slot: int) -> int:
+        assert self._sock is not None
+        return self._sock.fileno()
+
+
+AnyListener = Listener | SharedListener
+
+
+def resolve(bind: Bind, config: Config) -> list[AnyListener]:
+    if bind.path is not None:
+        return [SharedListener(bind, config)]
     try:
         infos = socket.getaddrinfo(
             bind.host or None, bind.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except socket.gaierror as exc:
         raise StartupError(f"cannot listen on {bind}: {exc.strerror}") from exc
-    listeners: list[Listener] = []
+    listeners: list[AnyListener] = []
     seen: set[tuple[int, tuple[Any, ...]]] = set()
     for family, _, _, _, address in infos:
         if (family, address) not in seen and family in (socket.AF_INET, socket.AF_INET6):
@@ -176,25 +239,13 @@ def describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
-def sd_notify(state: str) -> None:
-    """Tell systemd (``Type=notify``) about READY/RELOADING/STOPPING; a no-op elsewhere."""
-    path = os.environ.get("NOTIFY_SOCKET")
-    if not path:
-        return
-    if path.startswith("@"):
-        path = "\0" + path[1:]  # an abstract socket
-    with (
-        contextlib.suppress(OSError),
-        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock,
-    ):
-        sock.sendto(state.encode(), path)
-
-
 @dataclass(eq=False)
 class Supervisor:
     source: ConfigSource
     config: Config
-    listeners: dict[Bind, list[Listener]] = field(default_factory=dict)
+    listeners: dict[Bind, list[AnyListener]] = field(default_factory=dict)
+    # systemd socket activation: these instead of --bind, for the supervisor's whole life.
+    activated: list[AnyListener] = field(default_factory=list)
     slots: list[Worker] = field(default_factory=list)  # the serving generation, by slot
     workers: set[Worker] = field(default_factory=set)  # every live worker, serving or retiring
     stopping: bool = False
@@ -216,9 +267,11 @@ class Supervisor:
 
     def _open_listeners(self, config: Config) -> None:
         """Bind what ``config`` adds (new binds, more slots); existing sockets stay as they are."""
+        if self.activated:
+            return
         for bind in config.binds:
             if bind not in self.listeners:
-                fresh = resolve(bind)
+                fresh = resolve(bind, config)
                 try:
                     for listener in fresh:
                         listener.claim()
@@ -243,17 +296,19 @@ class Supervisor:
                     listener.trim(config.workers)
 
     def _close_listeners(self) -> None:
-        for listeners in self.listeners.values():
+        for listeners in [*self.listeners.values(), self.activated]:
             for listener in listeners:
                 listener.close()
         self.listeners.clear()
+        self.activated.clear()
+
+    def _listening(self, config: Config) -> list[AnyListener]:
+        if self.activated:
+            return self.activated
+        return [listener for bind in config.binds for listener in self.listeners[bind]]
 
     def _slot_fds(self, config: Config, slot: int) -> list[int]:
-        return [
-            listener.sockets[slot].fileno()
-            for bind in config.binds
-            for listener in self.listeners[bind]
-        ]
+        return [listener.fd(slot) for listener in self._listening(config)]
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -567,13 +622,18 @@ class Supervisor:
     def _announce(self) -> None:
         tls = self.config.tls
         kind = "h2 over TLS" if tls else "h2c"
-        for bind in self.config.binds:
-            for listener in self.listeners[bind]:
-                line = f"h2stream listening on {listener.url(tls)} ({kind}, {self.config.workers}"
-                print(line + " workers)", flush=True)
+        if self.config.proxy_protocol:
+            kind += ", PROXY protocol"
+        for listener in self._listening(self.config):
+            line = f"h2stream listening on {listener.url(tls)} ({kind}, {self.config.workers}"
+            print(line + " workers)", flush=True)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        try:
+            self.activated = [SharedListener(None, self.config, a) for a in listen_sockets()]
+        except ActivationError as exc:
+            raise StartupError(str(exc)) from exc
         self._open_listeners(self.config)
         self._worker_config(self.config)
         metrics_url = await self._start_metrics()

@@ -107,17 +107,17 @@ def test_check_config_validates_without_serving(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("workers = 2\nreload_signal = 'HUP'\n")
     result = run_h2stream("check-config", str(bad))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "unknown key 'reload_signal'" in result.stderr
 
     broken = tmp_path / "broken.toml"
     broken.write_text("workers = \n")
     result = run_h2stream("check-config", str(broken))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert str(broken) in result.stderr
 
     result = run_h2stream("check-config", str(tmp_path / "missing.toml"))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "no such file" in result.stderr
 
 

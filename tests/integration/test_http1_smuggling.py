@@ -58,9 +58,10 @@ VECTORS = [
     ("chunk extension", SINK + b"Transfer-Encoding: chunked\r\n\r\n1;x=y\r\na\r\n0\r\n\r\n", 200, True),
     ("absolute-form target", b"GET http://example.com/hello.txt HTTP/1.1\r\nHost: a\r\n\r\n", 200, True),
     ("HTTP/1.0 keep-alive", b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 200, True),
-    # Upgrade: h2c with a body is served on HTTP/1.1, not upgraded; the body is counted off
-    # the stream by its length, and the connection closes after the response.
-    ("h2c upgrade with a body", SINK + b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n" + SETTINGS + b"Content-Length: 3\r\n\r\nabc", 200, False),
+    # Upgrade: h2c with a body is served as ordinary HTTP/1.1, not upgraded: the body is
+    # framed by its length (or chunks) and keep-alive goes on.
+    ("h2c upgrade with a body", SINK + b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n" + SETTINGS + b"Content-Length: 3\r\n\r\nabc", 200, True),
+    ("h2c upgrade with a chunked body", SINK + b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n" + SETTINGS + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 200, True),
 ]  # fmt: skip
 
 

@@ -35,6 +35,7 @@ from hyperframe.frame import (
     DataFrame,
     ExtensionFrame,
     Frame,
+    HeadersFrame,
     PingFrame,
     PriorityFrame,
     RstStreamFrame,
@@ -51,6 +52,7 @@ from h2stream.core.limits import (
     PRIORITY,
     SETTINGS,
     SMALL_WINDOW_UPDATE,
+    TINY_DATA,
     WINDOW_UPDATE,
     FloodLimits,
 )
@@ -90,6 +92,8 @@ _WU_PREFIX = b"\x00\x00\x04\x08"
 _WU_LAYOUT = struct.Struct(">I1xII")
 _WU_PREFIX_WORD = int.from_bytes(_WU_PREFIX, "big")
 _MAX_WINDOW = 2**31 - 1
+# SETTINGS_INITIAL_WINDOW_SIZE until the peer acknowledges ours (RFC 9113 6.5.2).
+_DEFAULT_WINDOW = 65535
 # Stream states in which h2 takes a WINDOW_UPDATE without any transition or side effect.
 _WU_QUIET_STATES = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 # HEADERS fast path (ServerConnection.receive_requests): type 1 with exactly END_STREAM and
@@ -102,6 +106,52 @@ _REMOTE_CLOSED = (StreamState.HALF_CLOSED_REMOTE, StreamState.CLOSED)
 # Sweep h2's table of closed streams every this many finished streams (h2 does it on every
 # HEADERS frame, which costs O(open streams) per request).
 _SWEEP_EVERY = 256
+
+
+class _Slot(list[Any]):
+    """One setting: its value, then values sent and not yet acknowledged. h2 keeps a deque
+    per setting, about 760 bytes each: 12 of them were half of an idle connection's heap."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+_KNOWN_SETTINGS = frozenset(int(code) for code in h2.settings.SettingCodes)
+
+
+class CompactSettings(h2.settings.Settings):
+    """h2's settings kept in small lists, and settings this server does not know ignored
+    (RFC 9113 section 6.5.2), where h2 would keep each id a peer sends: a SETTINGS frame per
+    unknown id could otherwise grow the table without end."""
+
+    def __setitem__(self, key: Any, value: int) -> None:
+        if key not in _KNOWN_SETTINGS:
+            return
+        if key not in self._settings:
+            self._settings[key] = _Slot([None])  # type: ignore[assignment]
+        super().__setitem__(key, value)
+
+
+def compact_settings(settings: h2.settings.Settings) -> h2.settings.Settings:
+    """``settings`` with the same values in CompactSettings' lists."""
+    settings.__class__ = CompactSettings
+    slots = {key: _Slot(values) for key, values in settings._settings.items()}
+    settings._settings = slots  # type: ignore[assignment]
+    return settings
+
+
+class ServerStream(H2Stream):
+    """h2's stream with a malformed content-length left to the request's validation (RFC
+    9113 section 8.1.1: a malformed request is a stream error); h2 raises a ProtocolError that
+    would end the connection."""
+
+    def _initialize_content_length(self, headers: Any) -> None:
+        try:
+            super()._initialize_content_length(headers)
+        except h2.exceptions.ProtocolError:
+            self._expected_content_length = None
 
 
 class ServerConnection(h2.connection.H2Connection):
@@ -118,6 +168,7 @@ class ServerConnection(h2.connection.H2Connection):
 
     def __init__(self, config: h2.config.H2Configuration | None = None) -> None:
         super().__init__(config)
+        self.remote_settings = compact_settings(self.remote_settings)
         # Our decoder from the start: nothing has been decoded yet, so nothing is lost.
         self.decoder = IndexedFastDecoder(self.DEFAULT_MAX_HEADER_LIST_SIZE)
 
@@ -128,25 +179,75 @@ class ServerConnection(h2.connection.H2Connection):
         conn = cls(H2_CONFIG)
         conn.install_limits(
             FloodLimits(config),
-            LimitedFrameBuffer(config.max_header_block_size, config.max_header_block_frames),
+            LimitedFrameBuffer(
+                config.max_header_block_size,
+                config.max_header_block_frames,
+                config.read_turn_units,
+            ),
         )
         codes = h2.settings.SettingCodes
-        conn.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                codes.MAX_CONCURRENT_STREAMS: config.max_concurrent_streams,
-                codes.MAX_HEADER_LIST_SIZE: config.max_header_list_size,
-                codes.INITIAL_WINDOW_SIZE: config.initial_window_size,
-                codes.MAX_FRAME_SIZE: config.max_frame_size,
-            },
+        # A stream window below the default is a promise the peer has not heard yet: until it
+        # acknowledges our SETTINGS it may send up to 65,535 bytes a stream (RFC 9113 6.9.2),
+        # so the smaller value is pending, applied to every open stream at the ACK.
+        window = config.initial_window_size
+        conn.local_settings = compact_settings(
+            h2.settings.Settings(
+                client=False,
+                initial_values={
+                    codes.MAX_CONCURRENT_STREAMS: config.max_concurrent_streams,
+                    codes.MAX_HEADER_LIST_SIZE: config.max_header_list_size,
+                    codes.INITIAL_WINDOW_SIZE: max(window, _DEFAULT_WINDOW),
+                    codes.MAX_FRAME_SIZE: config.max_frame_size,
+                },
+            )
         )
+        if window < _DEFAULT_WINDOW:
+            conn.local_settings[codes.INITIAL_WINDOW_SIZE] = window
         # h2 reads these from its settings only at construction or on a change it made
         # itself: applied here so the advertised values are the enforced ones (hpack's
         # decoded-size cap included).
         conn.decoder.max_header_list_size = config.max_header_list_size
+        cast(IndexedFastDecoder, conn.decoder).max_fields = config.max_header_fields
         conn.max_inbound_frame_size = config.max_frame_size
         conn.incoming_buffer.max_frame_size = config.max_frame_size
         return conn
+
+    def initiate_connection(self) -> None:
+        """Our SETTINGS frame, with the values we are moving to: h2 would announce the ones in
+        force, and a pending smaller stream window would never be told (see for_config)."""
+        self.state_machine.process_input(ConnectionInputs.SEND_SETTINGS)
+        frame = SettingsFrame(0)
+        for code, values in self.local_settings._settings.items():
+            if values[-1] is not None:
+                frame.settings[code] = values[-1]
+        self._data_to_send += frame.serialize()
+
+    def _local_settings_acked(self) -> dict[Any, Any]:
+        """The peer acknowledged our SETTINGS: a smaller stream window now applies (h2 moves
+        every stream's window by the difference). A stream the peer filled under the old
+        window is left with a negative window, and the credit for bytes already consumed waits
+        in h2 for more consumption that may never come: both sides would wait. That credit is
+        returned here, so the stream's window is what it would have been had the smaller
+        value held from the start."""
+        changes = super()._local_settings_acked()
+        if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE not in changes:
+            return changes
+        updates: list[Frame] = []
+        for stream in self.streams.values():
+            if stream.state_machine.state in _REMOTE_CLOSED:
+                continue
+            window = stream._inbound_window_manager
+            increment = min(
+                window._bytes_processed, window.max_window_size - window.current_window_size
+            )
+            if increment > 0:
+                window._bytes_processed = 0
+                window.current_window_size += increment
+                update = WindowUpdateFrame(stream.stream_id)
+                update.window_increment = increment
+                updates.append(update)
+        self._prepare_for_sending(updates)
+        return changes
 
     def install_limits(self, flood: FloodLimits, frames: LimitedFrameBuffer) -> None:
         """Count floods and cap header blocks; call before any data is received."""
@@ -196,12 +297,26 @@ class ServerConnection(h2.connection.H2Connection):
         machine.process_input(StreamInputs.SEND_DATA)
         machine.process_input(StreamInputs.SEND_END_STREAM)
 
+    def receive_window(self, stream: StreamHandle) -> int:
+        """What the peer may still send on ``stream`` before the server returns credit: the
+        smaller of the stream's and the connection's receive windows."""
+        return min(
+            stream._inbound_window_manager.current_window_size,
+            self._inbound_flow_control_window_manager.current_window_size,
+        )
+
     @staticmethod
     def remote_closed(stream: StreamHandle) -> bool:
         """Whether the peer can send nothing more on ``stream`` (h2 has seen its END_STREAM,
         or the stream is closed), even while the events of the read that brought the
         END_STREAM are still being dispatched."""
         return stream.state_machine.state in _REMOTE_CLOSED
+
+    def input_pending(self) -> bool:
+        """Whether the last receive stopped on its turn's budget with whole frames still
+        buffered: the I/O layer gives them another turn (``receive(b"")``) before reading."""
+        frames = self.incoming_buffer
+        return isinstance(frames, LimitedFrameBuffer) and frames.turn_over
 
     def header_block_pending(self) -> bool:
         """Whether the peer is part-way through a header block (for the header timeout)."""
@@ -296,6 +411,9 @@ class ServerConnection(h2.connection.H2Connection):
         )
         last_id = self.highest_inbound_stream_id
         frames: list[tuple[int, int, int]] = []
+        # The read's work, priced as LimitedFrameBuffer prices it: over one turn's budget, the
+        # general path takes it and leaves the rest for the next turn.
+        units = getattr(buffered, "turn_units", 0) or 1 << 62
         pos = 0
         while pos < size:
             if size - pos < 9 or data[pos + 3] != _HEADERS:
@@ -306,6 +424,9 @@ class ServerConnection(h2.connection.H2Connection):
             stream_id = int.from_bytes(data[pos + 5 : pos + 9], "big")
             # A new client stream: odd, above every earlier one, reserved bit clear.
             if length > max_length or stream_id <= last_id or not stream_id & 1:
+                return None
+            units -= 1 + (length >> 6)
+            if units < 0:
                 return None
             if stream_id > _MAX_WINDOW:
                 return None
@@ -319,20 +440,30 @@ class ServerConnection(h2.connection.H2Connection):
             self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
         decoder = self.decoder
         requests: list[tuple[int, list[Any]]] = []
+        # h2's own stream creation: ours (below) adds a call per stream that these streams,
+        # complete requests with nothing more to come, do not need.
+        begin = h2.connection.H2Connection._begin_new_stream
         try:
             for stream_id, start, end in frames:
                 headers = _decode_headers(decoder, data[start:end])
-                stream = self._begin_new_stream(stream_id, AllowedStreamIDs.ODD)
+                stream = begin(self, stream_id, AllowedStreamIDs.ODD)
                 # h2's RECV_HEADERS then RECV_END_STREAM from IDLE, without the events.
                 machine = stream.state_machine
                 machine.client = False
                 machine.headers_received = True
                 machine.state = StreamState.HALF_CLOSED_REMOTE
-                stream._initialize_content_length(headers)
+                try:
+                    stream._initialize_content_length(headers)
+                except h2.exceptions.ProtocolError:
+                    # Malformed: the request's validation resets the stream (ServerStream).
+                    stream._expected_content_length = None
                 requests.append((stream_id, list(headers)))
         except h2.exceptions.ProtocolError as exc:
             self._terminate_connection(exc.error_code)
             raise
+        finally:
+            if self.flood is not None:
+                self.flood.opened += len(requests)
         return requests
 
     def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
@@ -347,23 +478,47 @@ class ServerConnection(h2.connection.H2Connection):
                 flood.hit(kind)
             elif cls is DataFrame:
                 data = cast(DataFrame, frame)
-                if not data.data and "END_STREAM" not in data.flags:
+                # Empty and tiny frames (too small for even a gRPC message prefix) carry
+                # next to nothing for a whole frame's work.
+                if len(data.data) < TINY_DATA and "END_STREAM" not in data.flags:
                     flood.hit(EMPTY)
             elif cls is WindowUpdateFrame:
                 if cast(WindowUpdateFrame, frame).window_increment < SMALL_WINDOW_UPDATE:
                     flood.hit(WINDOW_UPDATE)
+                elif frame.stream_id and not self._stream_open(frame.stream_id):
+                    # For a stream that is gone: work for nothing, but DATA that was in
+                    # flight may draw it (budgeted with the credit for DATA we send).
+                    flood.hit(WINDOW_UPDATE)
             elif cls is RstStreamFrame:
-                # Only resets of streams still open count: a client answers DATA that was
-                # in flight after its own cancel with RST_STREAM(STREAM_CLOSED), legitimately.
-                stream = self.streams.get(frame.stream_id)
-                if stream is not None and not stream.closed:
-                    flood.peer_reset(self.highest_inbound_stream_id)
+                # Only resets of streams still open count as resets: a client answers DATA
+                # that was in flight after its own cancel with RST_STREAM(STREAM_CLOSED),
+                # legitimately. Those cost what an update for a closed stream costs.
+                if self._stream_open(frame.stream_id):
+                    flood.peer_reset()
+                else:
+                    flood.hit(WINDOW_UPDATE)
+            elif cls is HeadersFrame and not cast(HeadersFrame, frame).data:
+                flood.hit(EMPTY)  # an empty header block: no request, only work
         try:
             return super()._receive_frame(frame)
         except InvalidBodyLengthError:
             # Only DATA raises it. RFC 9113 section 8.1.1 makes it a stream error; h2 would
             # end the whole connection.
             return self._body_length_mismatch(cast(DataFrame, frame))
+
+    def _stream_open(self, stream_id: int) -> bool:
+        stream = self.streams.get(stream_id)
+        return stream is not None and not stream.closed
+
+    def _begin_new_stream(self, stream_id: int, allowed_ids: AllowedStreamIDs) -> H2Stream:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        # A malformed content-length is the stream's problem (validation.py resets it),
+        # not the connection's, as h2 would make it.
+        stream.__class__ = ServerStream
+        flood = self.flood
+        if flood is not None:
+            flood.opened += 1  # the rapid-reset budget counts requests, not stream ids
+        return stream
 
     def _body_length_mismatch(self, frame: DataFrame) -> list[h2.events.Event]:
         """DATA disagreed with content-length: RST_STREAM(PROTOCOL_ERROR), connection lives.

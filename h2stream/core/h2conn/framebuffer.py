@@ -11,6 +11,7 @@ that h2 answers with GOAWAY like its own protocol errors.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import h2.exceptions
 from h2.frame_buffer import CONTINUATION_BACKLOG, FrameBuffer
@@ -28,14 +29,30 @@ _HEADER_BLOCK_TYPES = (0x1, 0x9)
 
 
 class LimitedFrameBuffer(FrameBuffer):
-    """h2's frame buffer with the header block capped in raw bytes and in frames."""
+    """h2's frame buffer with the header block capped in raw bytes and in frames, and the
+    work of one read bounded (see :attr:`turn_units`)."""
 
-    def __init__(self, max_block_bytes: int, max_block_frames: int) -> None:
+    def __init__(self, max_block_bytes: int, max_block_frames: int, turn_units: int = 0) -> None:
         super().__init__(server=True)
         self.max_block_bytes = max_block_bytes
         self.max_block_frames = max_block_frames
         self._block_bytes = 0
         self._block_frames = 0
+        # Work one receive may do (0: unbounded): a frame costs one unit, a header block
+        # fragment one more per 64 bytes (HPACK decoding, Huffman in pure Python, costs about
+        # 0.3 us a byte: 64 bytes cost about what a whole small frame does). Frames past the
+        # budget stay buffered for the next turn (:attr:`turn_over`), so one connection's read
+        # of a few hundred KiB of tiny frames or large header blocks cannot hold the worker.
+        self.turn_units = turn_units
+        self._turn_left = turn_units or 1 << 62
+        # The last receive stopped on the budget with whole frames still buffered.
+        self.turn_over = False
+
+    def add_data(self, data: Any) -> None:
+        # Called once per receive_data(): a new turn's budget.
+        self._turn_left = self.turn_units or 1 << 62
+        self.turn_over = False
+        super().add_data(data)
 
     def __next__(self) -> Frame:
         # h2 checks a frame's length only once its whole announced body has arrived, so a
@@ -43,10 +60,16 @@ class LimitedFrameBuffer(FrameBuffer):
         data = self._data
         if len(data) >= 9:
             length = int.from_bytes(data[:3], "big")
+            if self._turn_left <= 0:
+                # Out of budget: leave the rest for the next turn (if a frame is whole).
+                self.turn_over = len(data) >= length + 9
+                raise StopIteration
+            kind = data[3]
+            self._turn_left -= 1 + (length >> 6 if kind in _HEADER_BLOCK_TYPES else 0)
             self._validate_frame_length(length)
             # Frames of fixed size (and SETTINGS, a multiple of 6) are judged by their header
             # too, rather than after waiting for a body that may never come.
-            fixed = _FIXED_LENGTH.get(data[3])
+            fixed = _FIXED_LENGTH.get(kind)
             if fixed is not None and (length % 6 if fixed == 6 else length != fixed):
                 raise h2.exceptions.FrameDataMissingError(
                     f"frame type {data[3]} with invalid length {length}"

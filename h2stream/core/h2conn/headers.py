@@ -14,7 +14,7 @@ from typing import Any
 
 import h2.exceptions
 from h2.errors import ErrorCodes
-from hpack.exceptions import HPACKError, OversizedHeaderListError
+from hpack.exceptions import HPACKDecodingError, HPACKError, OversizedHeaderListError
 from hpack.hpack import (
     DEFAULT_MAX_HEADER_LIST_SIZE,
     Decoder,
@@ -25,8 +25,17 @@ from hpack.hpack import (
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
 
-# Decoded header blocks kept per connection (see IndexedFastDecoder._decode_cached).
+from h2stream.core.limits import HeaderFieldsError
+
+# Decoded header blocks kept per connection (see IndexedFastDecoder._decode_cached), bounded
+# in count and in bytes (raw block plus decoded fields): 64 blocks of 60 KB would be 7.8 MiB
+# per connection. A block larger than _BLOCK_CACHED_MAX is never worth keeping: repeated
+# request blocks are a few hundred bytes.
 _BLOCK_CACHE_MAX = 64
+_BLOCK_CACHE_BYTES = 32 * 1024
+_BLOCK_CACHED_MAX = 2048
+# Header fields in one block when no cap is configured (the server sets max_fields).
+DEFAULT_MAX_FIELDS = 512
 
 
 class HeaderCompressionError(h2.exceptions.ProtocolError):
@@ -44,17 +53,24 @@ class IndexedFastDecoder(Decoder):
     state, so it decodes to plain lookups; anything else goes through hpack as before.
     """
 
+    # Fields one block may hold (Config.max_header_fields): decoding stops past it, so a
+    # block of 1,500 tiny fields costs no more than one of this many.
+    max_fields = DEFAULT_MAX_FIELDS
+
     def __init__(self, max_header_list_size: int = DEFAULT_MAX_HEADER_LIST_SIZE) -> None:
         super().__init__(max_header_list_size)
         # Blocks that left the dynamic table as it was, decoded: valid until the table
-        # changes (see _decode_cached).
-        self._blocks: dict[bytes, list[Any]] = {}
+        # changes (see _decode_cached). Created on first use: an idle connection has none.
+        self._blocks: dict[bytes, list[Any]] | None = None
+        self._blocks_bytes = 0
         self._table_mark: tuple[object, int] = (None, 0)
 
     def decode(self, data: bytes, raw: bool = False) -> Any:
         try:
             # Every byte >= 0x80 is an indexed field; 0xff would start a multi-byte index.
             if raw and data and min(data) >= 0x80 and data.find(b"\xff") < 0:
+                if len(data) > self.max_fields:
+                    raise HeaderFieldsError(self.max_fields)
                 return self._decode_indexed_only(data)
             if raw:
                 return self._decode_cached(data)
@@ -72,18 +88,64 @@ class IndexedFastDecoder(Decoder):
         entries = self.header_table.dynamic_entries
         mark = (entries[0] if entries else None, len(entries))
         blocks = self._blocks
+        if blocks is None:
+            blocks = self._blocks = {}
         if self._table_mark[0] is not mark[0] or self._table_mark[1] != mark[1]:
             blocks.clear()
+            self._blocks_bytes = 0
             self._table_mark = mark
         cached = blocks.get(data)
         if cached is not None:
             return list(cached)
-        headers = list(super().decode(data, True))
+        headers = self._decode_counted(data)
         entries = self.header_table.dynamic_entries
-        if (entries[0] if entries else None) is mark[0] and len(entries) == mark[1]:
-            if len(blocks) >= _BLOCK_CACHE_MAX:
+        size = len(data)
+        if (
+            size <= _BLOCK_CACHED_MAX
+            and (entries[0] if entries else None) is mark[0]
+            and len(entries) == mark[1]
+        ):
+            # The decoded fields cost about as much again as the block, plus the list.
+            cost = 2 * size + 64 + 8 * len(headers)
+            if len(blocks) >= _BLOCK_CACHE_MAX or self._blocks_bytes + cost > _BLOCK_CACHE_BYTES:
                 blocks.clear()
+                self._blocks_bytes = 0
             blocks[bytes(data)] = list(headers)
+            self._blocks_bytes += cost
+        return headers
+
+    def _decode_counted(self, data: bytes) -> list[Any]:
+        """hpack's decoding loop (RFC 7541 section 6: the representation is told by the first
+        byte's high bits), with the field count capped as it goes: hpack would decode the
+        whole block first (7.6 ms for 1,500 fields here), whatever our cap."""
+        view = memoryview(data)
+        headers: list[Any] = []
+        limit = self.max_fields
+        cap = self.max_header_list_size
+        size = 0
+        pos = 0
+        end = len(data)
+        while pos < end:
+            first = data[pos]
+            if first & 0x80:
+                header, used = self._decode_indexed(view[pos:])
+            elif first & 0x40:
+                header, used = self._decode_literal_index(view[pos:])
+            elif first & 0x20:
+                if headers:
+                    raise HPACKDecodingError("table size update after a field")
+                pos += self._update_encoding_context(view[pos:])
+                continue
+            else:
+                header, used = self._decode_literal_no_index(view[pos:])
+            pos += used
+            headers.append(header)
+            if len(headers) > limit:
+                raise HeaderFieldsError(limit)
+            size += len(header[0]) + len(header[1]) + 32
+            if size > cap:
+                raise OversizedHeaderListError(f"A header list larger than {cap} has been received")
+        self._assert_valid_table_size()
         return headers
 
     def _decode_indexed_only(self, data: bytes) -> list[tuple[bytes, bytes]]:
@@ -108,6 +170,9 @@ for _index, (_name, _value) in enumerate(HeaderTable.STATIC_TABLE, start=1):
 
 _HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
 _FIELD_CACHE_MAX = 4096
+# Fields longer than this (name plus value) are encoded each time, never cached: a response
+# header may echo request data (a location, an app's header), and the cache is per worker.
+_FIELD_CACHED_MAX = 256
 # Encoded fields are pure functions of (name, value): one cache serves every connection.
 _FIELDS: dict[tuple[bytes, bytes], bytes] = {}
 
@@ -172,9 +237,11 @@ class ResponseHeaderEncoder:
                 if literal is not None:
                     parts.append(literal + _raw_string(header[1]))
                     continue
-                if len(fields) >= _FIELD_CACHE_MAX:
-                    fields.clear()
-                encoded = fields[header] = encode_field(*header)
+                encoded = encode_field(*header)
+                if len(header[0]) + len(header[1]) <= _FIELD_CACHED_MAX:
+                    if len(fields) >= _FIELD_CACHE_MAX:
+                        fields.clear()
+                    fields[header] = encoded
             parts.append(encoded)
         return b"".join(parts)
 
