@@ -635,6 +635,15 @@ class Config:
         switch=True,
         parse=parse_bool,
     )
+    # Files up to 64 KiB served from memory, each use revalidated by one lstat (an open,
+    # fstat, read and close saved per request); 0 turns it off. nginx's open_file_cache
+    # keeps fds and metadata, not content; h2o has none.
+    small_file_cache: int = option(
+        1 << 20,
+        "bytes of small files (up to 64 KiB each) kept in memory, 0 for none",
+        parse=_size_range(0, 1 << 30),
+        metavar="SIZE",
+    )
 
     # -- hardening limits -------------------------------------------------------------
     # Each limit below fires into STATS.limit_events under its kind (see limits.py, README).

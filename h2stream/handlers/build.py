@@ -64,7 +64,9 @@ def build_handler(
     """
     policy = EncodingPolicy.from_config(config, zstd)
     handler: Handler | None = (
-        StaticFiles(config.root, policy, config.directory_listing) if serve_root else None
+        StaticFiles(config.root, policy, config.directory_listing, config.small_file_cache)
+        if serve_root
+        else None
     )
     if app_spec is not None:
         app = load_app(app_spec, config.interface) if isinstance(app_spec, str) else app_spec

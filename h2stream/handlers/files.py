@@ -23,7 +23,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 ALLOW: tuple[bytes, bytes] = (b"allow", b"GET, HEAD")
 
@@ -146,10 +146,28 @@ class _Target(NamedTuple):
     ctime_ns: int
 
 
+class ContentCache(Protocol):
+    """Where ``FileRoot.open`` may keep small files' bytes (smallfiles.py)."""
+
+    def get(self, real: str, dev: int, ino: int, ctime_ns: int) -> OpenFile | None: ...
+
+    def keep(self, real: str, opened: OpenFile, st: os.stat_result) -> OpenFile | None: ...
+
+
 class FileRoot:
     """The directory tree being served, with the caches that keep ``open`` to a few syscalls."""
 
-    __slots__ = ("_clock", "_index", "_meta", "_paths", "_prefix", "_proc_fd", "_ttl", "root")
+    __slots__ = (
+        "_clock",
+        "_index",
+        "_meta",
+        "_paths",
+        "_prefix",
+        "_proc_fd",
+        "_ttl",
+        "content",
+        "root",
+    )
 
     def __init__(
         self,
@@ -176,9 +194,16 @@ class FileRoot:
         # Without /proc (not Linux) the post-open check is skipped and the resolution-time
         # check stands alone: an attacker racing renames inside ROOT could then escape it.
         self._proc_fd = os.path.isdir(_PROC_FD)
+        # Small files' bytes, for the callers that can serve them from memory (open's
+        # ``content_ok``); None keeps every answer an open fd.
+        self.content: ContentCache | None = None
 
-    def open(self, raw_path: bytes) -> OpenFile | int:
-        """Open the file ``raw_path`` names, or return 400, 403, 404 or 503."""
+    def open(self, raw_path: bytes, content_ok: bool = False) -> OpenFile | int:
+        """Open the file ``raw_path`` names, or return 400, 403, 404 or 503.
+
+        With ``content_ok`` the answer may be a file kept in memory by ``self.content`` (an
+        OpenFile whose ``fd`` is -1), for a path resolved within the time-to-live.
+        """
         path = _strip_query(raw_path)
         now = self._clock()
         entry = self._paths.get(path)
@@ -186,7 +211,12 @@ class FileRoot:
             target = entry[1]
             if isinstance(target, int):
                 return target
-            opened = self._reopen(target)
+            content = self.content if content_ok else None
+            if content is not None:
+                kept = content.get(target.real, target.dev, target.ino, target.ctime_ns)
+                if kept is not None:
+                    return kept
+            opened = self._reopen(target, content)
             if opened is not None:
                 return opened
             # The tree changed under the cached decision (rename, symlink swap): decide afresh.
@@ -215,8 +245,9 @@ class FileRoot:
         """Whether ``path`` resolves (symlinks followed) to ROOT or below it."""
         return self._realpath_inside(path) is not None
 
-    def _reopen(self, target: _Target) -> OpenFile | None:
-        """The fast path: open the cached real path and accept only the file proven before."""
+    def _reopen(self, target: _Target, content: ContentCache | None = None) -> OpenFile | None:
+        """The fast path: open the cached real path and accept only the file proven before
+        (and keep its bytes in ``content`` if that takes them)."""
         opened = _open_stat(target.real)
         if isinstance(opened, int):
             return None
@@ -228,7 +259,13 @@ class FileRoot:
             # An inode number can be reused by a file of another type once freed.
             and stat.S_ISREG(st.st_mode)
         ):
-            return self._wrap(fd, st, target.content_type)
+            wrapped = self._wrap(fd, st, target.content_type)
+            if content is not None:
+                kept = content.keep(target.real, wrapped, st)
+                if kept is not None:
+                    wrapped.close()
+                    return kept
+            return wrapped
         os.close(fd)
         return None
 

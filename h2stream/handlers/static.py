@@ -13,9 +13,11 @@ from h2stream.body.bodies import FileBody
 from h2stream.body.encoding import VARY, CompressedBody, EncodingPolicy, encoded_headers
 from h2stream.body.sources import FileSource
 from h2stream.core.exchange import Exchange, Headers
+from h2stream.core.framing import BytesBody
 from h2stream.core.stats import STATS
 from h2stream.handlers.files import ALLOW, FileRoot, OpenFile, content_type_for, plan_file_response
 from h2stream.handlers.listing import FORBIDDEN_HINT, HINT, DirectoryListing
+from h2stream.handlers.smallfiles import CachedFile, SmallFiles
 
 _REASONS = {
     400: b"bad request\n",
@@ -31,10 +33,19 @@ class StaticFiles:
     """Serves ROOT: an exchange handler, answering synchronously."""
 
     def __init__(
-        self, root: str, policy: EncodingPolicy | None = None, listing: bool = False
+        self,
+        root: str,
+        policy: EncodingPolicy | None = None,
+        listing: bool = False,
+        small_files: int = 0,
     ) -> None:
+        """``small_files``: bytes of small files to keep in memory (0: none)."""
         self.root = FileRoot(root)
         self.policy = policy
+        if small_files:
+            # Compressible types are negotiated from the file (siblings, on-the-fly coding).
+            excluded = policy.compressible if policy is not None else None
+            self.root.content = SmallFiles(small_files, excluded)
         # Directories without an index: listed, or answered with how to turn listing on.
         self.listing = DirectoryListing(self.root) if listing else None
 
@@ -44,12 +55,19 @@ class StaticFiles:
         if method != b"GET" and not head:
             exchange.respond_bytes(405, _REASONS[405], extra=[ALLOW])
             return
-        opened = self.root.open(exchange.path)
+        opened = self.root.open(exchange.path, content_ok=True)
         if not isinstance(opened, OpenFile):
             if opened == 404 or opened == 403:
                 self._no_file(exchange, opened, head)
             else:
                 exchange.respond_bytes(opened, _REASONS.get(opened, b"error\n"), head=head)
+            return
+        if type(opened) is CachedFile:
+            plan = plan_file_response(method, exchange.headers, opened)
+            body = None
+            if plan.length:
+                body = BytesBody(opened.data[plan.offset : plan.offset + plan.length])
+            exchange.respond(plan.status, plan.headers, body)
             return
         policy = self.policy
         if policy is not None and policy.compressible(opened.content_type):
