@@ -29,7 +29,6 @@ Files of a directory need no handler and no Task: :class:`App` falls through to 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 import stat
@@ -52,6 +51,7 @@ from h2stream.core import requestid
 from h2stream.core.exchange import Exchange, Handler, Headers, ResetCode
 from h2stream.core.framing import Body, BytesBody
 from h2stream.core.stats import STATS
+from h2stream.handlers.bodyqueue import BodyQueue
 
 log = logging.getLogger("h2stream.app")
 
@@ -108,38 +108,36 @@ def encode_headers(headers: HeaderList) -> Headers:
 
 
 class RequestBody:
-    """Request body chunks as they arrive; window credit goes back only as they are read.
-
-    At most one stream window of data can be queued here (the peer may not send more), so a
-    slow handler slows the client instead of filling memory.
-    """
+    """Request body chunks as they arrive; window credit goes back only as they are read
+    (bodyqueue.py)."""
 
     def __init__(self, exchange: Exchange, limit: int, on_too_large: Callable[[], None]) -> None:
         self._exchange = exchange
-        self._chunks: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._queue = BodyQueue(exchange, limit)
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False
         self._error: BaseException | None = None
         self._limit = limit
         self._on_too_large = on_too_large
-        self.received = 0
-        # Bytes received but not yet read by the handler (what the server holds).
-        self.buffered = 0
+
+    @property
+    def received(self) -> int:
+        return self._queue.received
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet read by the handler (what the server holds)."""
+        return self._queue.buffered
 
     # RequestBodySink, called by the protocol
     def feed(self, data: bytes, flow_controlled_length: int) -> None:
-        if self._error is not None or self._ended:
-            # Nobody will read it: the credit goes straight back.
+        if self._ended:
             self._exchange.consumed(flow_controlled_length)
             return
-        self.received += len(data)
-        if self.received > self._limit:
-            self._exchange.consumed(flow_controlled_length)
+        if not self._queue.push(data, flow_controlled_length):
             self._fail(PayloadTooLarge(f"request body over {self._limit} bytes"))
             self._on_too_large()
             return
-        self._chunks.append((data, flow_controlled_length))
-        self.buffered += len(data)
         self._wake()
 
     def end(self, error: BaseException | None = None) -> None:
@@ -151,13 +149,7 @@ class RequestBody:
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
-        # Queued data will never be read: hand its connection-level credit back, or every
-        # aborted upload would shrink the connection window for good.
-        credit = sum(length for _, length in self._chunks)
-        self._chunks.clear()
-        self.buffered = 0
-        if credit:
-            self._exchange.consumed(credit)
+        self._queue.discard()
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -166,17 +158,16 @@ class RequestBody:
 
     async def read(self) -> bytes:
         """The next chunk, or b"" at the end of the body."""
-        while not self._chunks:
+        while True:
+            data = self._queue.take()
+            if data is not None:
+                return data
             if self._error is not None:
                 raise self._error
             if self._ended:
                 return b""
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
-        data, credit = self._chunks.popleft()
-        self.buffered -= len(data)
-        self._exchange.consumed(credit)
-        return data
 
 
 class Request:

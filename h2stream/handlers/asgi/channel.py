@@ -16,7 +16,6 @@ arbitrary await.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 from typing import Any
@@ -27,6 +26,7 @@ from h2stream.core.exchange import Exchange, Headers, ResetCode
 from h2stream.core.framing import BytesBody
 from h2stream.core.stats import STATS
 from h2stream.handlers.asgi.types import AsgiApp, Message, Scope
+from h2stream.handlers.bodyqueue import BodyQueue
 
 log = logging.getLogger("h2stream.asgi")
 
@@ -69,7 +69,6 @@ class Channel:
         "_awaiting_trailers",
         "_body",
         "_body_end_sent",
-        "_chunks",
         "_disconnected",
         "_done",
         "_ended",
@@ -77,27 +76,22 @@ class Channel:
         "_finished",
         "_head",
         "_headers",
-        "_limit",
-        "_received",
+        "_queue",
         "_started",
         "_status",
         "_trailers",
         "_trailers_expected",
         "_waiter",
-        "buffered",
     )
 
     def __init__(self, exchange: Exchange, limit: int) -> None:
         self._exchange = exchange
-        self._limit = limit
-        self._chunks: collections.deque[tuple[bytes, int]] = collections.deque()
+        # Request body chunks, their credit given back as the app receives them.
+        self._queue = BodyQueue(exchange, limit)
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False  # the request body is complete (or broken)
         self._body_end_sent = False  # the app was given more_body=False
         self._disconnected = False
-        self._received = 0
-        # Request body bytes received but not yet handed to the app (what the server holds).
-        self.buffered = 0
         self._status = 0
         self._headers: Headers = []
         self._head = exchange.method == b"HEAD"
@@ -110,19 +104,20 @@ class Channel:
         self._finished = False  # the app's coroutine returned
         exchange.read_body(self)
 
+    @property
+    def buffered(self) -> int:
+        """Request body bytes received but not yet handed to the app (what the server holds)."""
+        return self._queue.buffered
+
     # -- RequestBodySink ------------------------------------------------------------------
 
     def feed(self, data: bytes, flow_controlled_length: int) -> None:
-        if self._disconnected or self._ended:
+        if self._ended:
             self._exchange.consumed(flow_controlled_length)
             return
-        self._received += len(data)
-        if self._received > self._limit:
-            self._exchange.consumed(flow_controlled_length)
+        if not self._queue.push(data, flow_controlled_length):
             self._too_large()
             return
-        self._chunks.append((data, flow_controlled_length))
-        self.buffered += len(data)
         self._wake()
 
     def end(self, error: BaseException | None = None) -> None:
@@ -144,12 +139,7 @@ class Channel:
         if self._disconnected:
             return
         self._disconnected = True
-        # Queued chunks will never be read: their connection credit goes back.
-        credit = sum(length for _, length in self._chunks)
-        self._chunks.clear()
-        self.buffered = 0
-        if credit:
-            self._exchange.consumed(credit)
+        self._queue.discard()
         self._wake()
 
     def _wake(self) -> None:
@@ -174,12 +164,9 @@ class Channel:
 
     async def receive(self) -> Message:
         while True:
-            chunks = self._chunks
-            if chunks:
-                data, credit = chunks.popleft()
-                self.buffered -= len(data)
-                self._exchange.consumed(credit)
-                last = self._ended and not chunks
+            data = self._queue.take()
+            if data is not None:
+                last = self._ended and not self._queue
                 self._body_end_sent = last
                 return {"type": "http.request", "body": data, "more_body": not last}
             if self._disconnected or self._done:
