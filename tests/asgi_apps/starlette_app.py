@@ -76,14 +76,18 @@ async def numbers(request: Request) -> StreamingResponse:
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
+# One chunk for every stream, so that what a stalled stream costs is the server's alone (an
+# app that made its own 64 KiB per request would hold that much per stalled client itself).
+FOREVER_CHUNK = b"y" * 65536
+
+
 async def forever(request: Request) -> StreamingResponse:
     """Never ends on its own: only a client that goes away stops it."""
-    chunk = b"y" * 65536
 
     async def chunks() -> AsyncIterator[bytes]:
         try:
             while True:
-                yield chunk
+                yield FOREVER_CHUNK
         finally:
             event("forever finally")
 
