@@ -126,6 +126,8 @@ class Http1TransportSink(TransportSink):
         STATS.body_bytes_sendfile += sent
         if sent == count:
             return sent, True
+        if sent and self._send_tail(fd, offset + sent, count - sent):
+            return count, True  # the rest follows by sendfile as the socket drains
         done, complete = self._piece(fd, offset + sent, count - sent)
         return sent + done, complete
 

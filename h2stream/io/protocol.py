@@ -338,7 +338,7 @@ class H2Protocol(asyncio.Protocol):
         if (
             transport is not None
             and not self._reading_paused
-            and transport.get_write_buffer_size() > self._backlog_cap
+            and self.output_queued() > self._backlog_cap
             and not transport.is_closing()
         ):
             self._reading_paused = True
@@ -409,11 +409,24 @@ class H2Protocol(asyncio.Protocol):
         if more:
             self.schedule_pump()
 
+    def output_queued(self) -> int:
+        """Bytes of output held in memory (the transport's and the writer's)."""
+        sink = self._sink
+        if sink is not None:
+            return sink.queued()
+        transport = self._transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def output_unsent(self) -> int:
+        """Output not yet in the kernel, a zero-copy frame's tail included (timeouts.py)."""
+        sink = self._sink
+        return sink.unsent() if sink is not None else self.output_queued()
+
     def _check_buffer(self) -> None:
         """--max-connection-buffer: a peer that does not read cannot make us queue more."""
         transport = self._transport
         if transport is not None and (
-            transport.get_write_buffer_size() > buffer_cap(self._server.config)
+            self.output_queued() > buffer_cap(self._server.config)
         ):
             limit_event("connection_buffer")
             transport.abort()

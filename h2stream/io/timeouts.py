@@ -102,6 +102,10 @@ class Watched(Protocol):
 
     def abort(self) -> None: ...
 
+    def output_queued(self) -> int: ...
+
+    def output_unsent(self) -> int: ...
+
 
 class ConnectionWatch:
     """The timeout marks of one connection; :meth:`check` runs once per sweep."""
@@ -145,7 +149,7 @@ class ConnectionWatch:
                 limit_event("stalled_connection")
                 transport.abort()
             return
-        if transport.get_write_buffer_size() > buffer_cap(config):
+        if self.protocol.output_queued() > buffer_cap(config):
             limit_event("connection_buffer")
             transport.abort()
             return
@@ -245,7 +249,7 @@ class ConnectionWatch:
             self.header_since = None
         if not config.send_timeout:
             return
-        buffered = self.transport.get_write_buffer_size()
+        buffered = self.protocol.output_unsent()
         current = conn.current
         sent = current.bytes_sent if current is not None else 0
         if not buffered:
@@ -269,7 +273,7 @@ class ConnectionWatch:
                 reset = True
         if reset:
             self.protocol.schedule_pump()  # its turn flushes the RST_STREAM frames
-        buffered = self.transport.get_write_buffer_size()
+        buffered = self.protocol.output_unsent()
         window = session.connection_window
         if not buffered and (window > 0 or not streams):
             self.stall_since = None

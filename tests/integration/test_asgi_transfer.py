@@ -71,9 +71,9 @@ def test_file_response_sendfile_h2c_1m_frames(server: tuple[ServerProcess, str])
     assert_all_succeeded(run, 1)
     after = _sent(metrics)
     by_sendfile = after.get("sendfile", 0) - before.get("sendfile", 0)
-    # A frame goes by the copy path whenever the transport still holds bytes at its turn;
-    # on a busy machine that happens for a few percent of frames, static files included.
-    assert by_sendfile >= 0.90 * SIZE, (before, after)
+    # Copied: the last frame (END_STREAM), and a small frame whenever the transport still
+    # holds bytes at a turn; a frame the socket takes only in part ends by sendfile too.
+    assert by_sendfile >= 0.95 * SIZE, (before, after)
 
 
 def test_file_response_http1(server: tuple[ServerProcess, str], data: Path) -> None:
