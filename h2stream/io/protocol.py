@@ -425,9 +425,7 @@ class H2Protocol(asyncio.Protocol):
     def _check_buffer(self) -> None:
         """--max-connection-buffer: a peer that does not read cannot make us queue more."""
         transport = self._transport
-        if transport is not None and (
-            self.output_queued() > buffer_cap(self._server.config)
-        ):
+        if transport is not None and self.output_queued() > buffer_cap(self._server.config):
             limit_event("connection_buffer")
             transport.abort()
 
