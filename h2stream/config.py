@@ -1097,12 +1097,6 @@ def validate(config: Config) -> Config:
         raise ConfigError("no --bind address")
     if config.metrics_bind is not None and config.metrics_bind.path is not None:
         raise ConfigError("--metrics-bind takes HOST:PORT, not a Unix socket")
-    if config.proxy_protocol and config.tls:
-        # The header comes before the TLS handshake, which the event loop starts itself.
-        raise ConfigError(
-            "--proxy-protocol with TLS is not supported: terminate TLS at the balancer "
-            "(HAProxy send-proxy-v2 to h2c), or pass TLS through without PROXY headers"
-        )
     if config.proxy_protocol_from and not config.proxy_protocol:
         raise ConfigError("--proxy-protocol-from needs --proxy-protocol")
     if config.pid_file and not os.path.isdir(os.path.dirname(os.path.abspath(config.pid_file))):

@@ -37,8 +37,14 @@ TLS_WRITE_HIGH = 64 * 1024
 
 class H2Protocol(asyncio.Protocol):
     def __init__(
-        self, server: ConnectionHost, handler: Handler, tls: bool, pools: WorkerPools
+        self,
+        server: ConnectionHost,
+        handler: Handler,
+        tls: bool,
+        pools: WorkerPools,
+        proxied: tuple[str | None, bool] | None = None,
     ) -> None:
+        """``proxied``: (client, local) from a PROXY header read before TLS (proxy_tls.py)."""
         self._server = server
         # The worker's pools and budgets (its server's context), for the writer and session.
         self._pools = pools
@@ -74,6 +80,7 @@ class H2Protocol(asyncio.Protocol):
         # A PROXY header still due (its bytes so far) and its deadline; None once read.
         self._header_due: bytes | None = None
         self._header_timer: asyncio.TimerHandle | None = None
+        self._proxied = proxied
         # h2c only: polls for a peer's credit (busypoll.py); its socket is the sink's.
         self._poller: BusyPoll | None = None
 
@@ -88,9 +95,18 @@ class H2Protocol(asyncio.Protocol):
             # answered in the protocol the client speaks (edge.py), then the fd is freed.
             self._refused = True
             alpn = self._alpn(transport)
-            refuse(edge, transport, "max_connections", header_due=edge.proxy, alpn=alpn)
+            due = edge.proxy and self._proxied is None
+            refuse(edge, transport, "max_connections", header_due=due, alpn=alpn)
             return
         peer = peer_address(transport)
+        proxied = self._proxied
+        if proxied is not None:
+            # Its header came before TLS and is read (proxy_tls.py); LOCAL is the balancer.
+            client, local = proxied
+            if self._admit(transport, client or peer, limit=not local):
+                self._enter(transport)
+                self._accepted(transport)
+            return
         if edge.proxy:
             if not edge.trusts(peer):
                 edge.header_failed("untrusted")

@@ -14,12 +14,13 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from h2stream.config import Config
+from h2stream.config import Bind, Config
 from h2stream.core.exchange import ExchangeObserver, Handler
 from h2stream.core.limits import set_fd_budget
 from h2stream.handlers.grpc.health import HEALTH
 from h2stream.io.edge import Edge
 from h2stream.io.protocol import H2Protocol
+from h2stream.io.proxy_tls import ProxyTlsListener
 from h2stream.io.timeouts import Sweeper
 from h2stream.observe.wiring import MetricsListenError, Observability
 from h2stream.runtime.context import WorkerContext
@@ -36,6 +37,15 @@ SHUTDOWN_NOTICE_SECONDS = 1.0
 
 class StartupError(Exception):
     """A reason the server cannot start, worded for the operator."""
+
+
+class Listener(Protocol):
+    """An asyncio server, or a ProxyTlsListener: what the server keeps of each listener."""
+
+    @property
+    def sockets(self) -> Sequence[Any]: ...
+
+    def close(self) -> None: ...
 
 
 class AppLifespan(Protocol):
@@ -61,7 +71,7 @@ class Server:
         # Accepted connections still in their TLS handshake: the drain waits for them too.
         self.handshaking: weakref.WeakSet[Any] = weakref.WeakSet()
         self.draining = False
-        self._listeners: list[asyncio.Server] = []
+        self._listeners: list[Listener] = []
         # Set by SIGTERM/SIGINT, even one that arrives before the listeners exist.
         self._stopped = asyncio.Event()
         # Set by a second SIGTERM/SIGINT during the drain: connections are cut at once.
@@ -180,20 +190,37 @@ class Server:
             self.handshaking.add(made)
             return made
 
+        def proxied(client: str | None, local: bool) -> H2Protocol:
+            made = H2Protocol(self, self.handler, tls, self.context, (client, local))
+            self.handshaking.add(made)
+            return made
+
         # The fd budget: connections per worker (and streams, enforced by the session).
         self.max_connections = set_fd_budget(config, self.context.budget).connections
         # Slowloris during the TLS handshake: it counts against the preface timeout.
         handshake = (config.preface_timeout or None) if context is not None else None
-        for inherited in sockets:
-            self._listeners.append(
-                await loop.create_server(
-                    protocol,
-                    sock=inherited,
-                    ssl=context,
-                    backlog=1024,
+
+        async def listen(sock: socket.socket | None, bind: Bind | None = None) -> Listener:
+            if context is not None and self.edge.proxy:
+                # The PROXY header comes before the TLS handshake (proxy_tls.py).
+                if sock is None:
+                    assert bind is not None
+                    family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
+                    sock = socket.create_server((bind.host, bind.port), family=family, backlog=1024)
+                return ProxyTlsListener(sock, context, self.edge, proxied, handshake)
+            if sock is not None:
+                return await loop.create_server(
+                    protocol, sock=sock, ssl=context, backlog=1024,
                     ssl_handshake_timeout=handshake,
-                )
-            )
+                )  # fmt: skip
+            assert bind is not None
+            return await loop.create_server(
+                protocol, bind.host, bind.port, ssl=context, reuse_address=True, backlog=1024,
+                ssl_handshake_timeout=handshake,
+            )  # fmt: skip
+
+        for inherited in sockets:
+            self._listeners.append(await listen(inherited))
         for bind in () if sockets else self.config.binds:
             try:
                 if bind.path is not None:
@@ -201,20 +228,9 @@ class Server:
                         bind.path, config.unix_socket_mode, config.unix_socket_owner
                     )
                     self._unix_files.append(unix)
-                    listener = await loop.create_server(
-                        protocol, sock=unix.sock, ssl=context, backlog=1024,
-                        ssl_handshake_timeout=handshake,
-                    )  # fmt: skip
+                    listener = await listen(unix.sock)
                 else:
-                    listener = await loop.create_server(
-                        protocol,
-                        bind.host,
-                        bind.port,
-                        ssl=context,
-                        reuse_address=True,
-                        backlog=1024,
-                        ssl_handshake_timeout=handshake,
-                    )
+                    listener = await listen(None, bind)
             except OSError as exc:
                 await self.close_listeners()
                 raise StartupError(f"cannot listen on {bind}: {exc.strerror or exc}") from exc
