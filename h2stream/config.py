@@ -30,11 +30,28 @@ class Bind:
     port: int
     # A Unix domain socket's path instead (``unix:/run/h2stream.sock``; ``@name``: abstract).
     path: str | None = None
+    # This listener expects a PROXY protocol header (``HOST:PORT proxy-protocol``, as nginx's
+    # ``listen ... proxy_protocol``); ``--proxy-protocol`` sets it for every listener.
+    proxy: bool = False
 
     def __str__(self) -> str:
         if self.path is not None:
-            return f"unix:{self.path}"
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+            address = f"unix:{self.path}"
+        elif ":" in self.host:
+            address = f"[{self.host}]:{self.port}"
+        else:
+            address = f"{self.host}:{self.port}"
+        return address + (f" {PROXY_BIND_OPTION}" if self.proxy else "")
+
+
+def proxied(config: Config, bind: Bind | None) -> bool:
+    """Whether the listener of ``bind`` (None: one handed over by systemd) expects a PROXY
+    header: its own option, or --proxy-protocol for every listener."""
+    return config.proxy_protocol or (bind is not None and bind.proxy)
+
+
+# The one option a --bind value may carry after its address.
+PROXY_BIND_OPTION = "proxy-protocol"
 
 
 _Parser = TypeVar("_Parser", bound=Callable[[str], Any])
@@ -51,9 +68,24 @@ def _accepts(what: str) -> Callable[[_Parser], _Parser]:
     return mark
 
 
-@_accepts("HOST:PORT or [IPV6]:PORT, port 0..65535")
+@_accepts(
+    "HOST:PORT, [IPV6]:PORT (port 0..65535) or unix:PATH, optionally followed by proxy-protocol"
+)
 def parse_bind(text: str) -> Bind:
-    """Parse ``HOST:PORT`` or ``[V6]:PORT``; raise ValueError with a readable message."""
+    """Parse ``HOST:PORT``, ``[V6]:PORT`` or ``unix:PATH``, each optionally followed by
+    ``proxy-protocol``; raise ValueError with a readable message."""
+    words = text.split()
+    if not words:
+        raise ValueError(f"bad bind {text!r}: expected HOST:PORT")
+    address, options = words[0], words[1:]
+    unknown = [o for o in options if o.replace("_", "-") != PROXY_BIND_OPTION]
+    if unknown:
+        raise ValueError(f"bad bind {text!r}: unknown option {unknown[0]!r} (proxy-protocol?)")
+    bind = _parse_address(address)
+    return dataclasses.replace(bind, proxy=True) if options else bind
+
+
+def _parse_address(text: str) -> Bind:
     if text.startswith("unix:"):
         return _parse_unix_bind(text)
     host: str
@@ -402,7 +434,8 @@ class Config:
     )
     binds: tuple[Bind, ...] = option(
         (parse_bind(DEFAULT_BIND),),
-        f"listen address HOST:PORT, may repeat (default {DEFAULT_BIND}; port 0 picks one)",
+        f"listen address HOST:PORT or unix:PATH, may repeat (default {DEFAULT_BIND}; port 0 "
+        "picks one); 'HOST:PORT proxy-protocol' expects PROXY headers on that listener",
         parse=parse_bind,
         flag="--bind",
         metavar="HOST:PORT",
@@ -1097,8 +1130,10 @@ def validate(config: Config) -> Config:
         raise ConfigError("no --bind address")
     if config.metrics_bind is not None and config.metrics_bind.path is not None:
         raise ConfigError("--metrics-bind takes HOST:PORT, not a Unix socket")
-    if config.proxy_protocol_from and not config.proxy_protocol:
-        raise ConfigError("--proxy-protocol-from needs --proxy-protocol")
+    if config.metrics_bind is not None and config.metrics_bind.proxy:
+        raise ConfigError("--metrics-bind takes no proxy-protocol option")
+    if config.proxy_protocol_from and not any(proxied(config, b) for b in config.binds):
+        raise ConfigError("--proxy-protocol-from needs --proxy-protocol or a proxy-protocol bind")
     if config.pid_file and not os.path.isdir(os.path.dirname(os.path.abspath(config.pid_file))):
         raise ConfigError(f"pid file {config.pid_file!r}: its directory does not exist")
     _check_paths(config)

@@ -59,7 +59,8 @@ class Edge:
     """One server's PROXY protocol policy, per-client table and refusals in progress."""
 
     def __init__(self, config: Config) -> None:
-        self.proxy = config.proxy_protocol
+        # Whether any listener expects PROXY headers (each listener knows its own).
+        self.proxy = config.proxy_protocol or any(b.proxy for b in config.binds)
         self.trusted = tuple(ipaddress.ip_network(n) for n in config.proxy_protocol_from)
         self.header_timeout = config.proxy_header_timeout
         self.header_limit = proxy_header.DEFAULT_LIMIT

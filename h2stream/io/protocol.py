@@ -43,8 +43,10 @@ class H2Protocol(asyncio.Protocol):
         tls: bool,
         pools: WorkerPools,
         proxied: tuple[str | None, bool] | None = None,
+        proxy: bool = False,
     ) -> None:
-        """``proxied``: (client, local) from a PROXY header read before TLS (proxy_tls.py)."""
+        """``proxy``: its listener expects a PROXY header first; ``proxied``: (client, local)
+        from one already read, before TLS (proxy_tls.py)."""
         self._server = server
         # The worker's pools and budgets (its server's context), for the writer and session.
         self._pools = pools
@@ -81,6 +83,7 @@ class H2Protocol(asyncio.Protocol):
         self._header_due: bytes | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._proxied = proxied
+        self._proxy = proxy and proxied is None
         # h2c only: polls for a peer's credit (busypoll.py); its socket is the sink's.
         self._poller: BusyPoll | None = None
 
@@ -95,7 +98,7 @@ class H2Protocol(asyncio.Protocol):
             # answered in the protocol the client speaks (edge.py), then the fd is freed.
             self._refused = True
             alpn = self._alpn(transport)
-            due = edge.proxy and self._proxied is None
+            due = self._proxy
             refuse(edge, transport, "max_connections", header_due=due, alpn=alpn)
             return
         peer = peer_address(transport)
@@ -107,7 +110,7 @@ class H2Protocol(asyncio.Protocol):
                 self._enter(transport)
                 self._accepted(transport)
             return
-        if edge.proxy:
+        if self._proxy:
             if not edge.trusts(peer):
                 edge.header_failed("untrusted")
                 self._refused = True

@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from h2stream.config import Bind, Config
+from h2stream.config import Bind, Config, proxied
 from h2stream.core.exchange import ExchangeObserver, Handler
 from h2stream.core.limits import set_fd_budget
 from h2stream.handlers.grpc.health import HEALTH
@@ -159,10 +159,12 @@ class Server:
         announce: Callable[[str], None] | None = None,
         sockets: Sequence[socket.socket] = (),
         names: Sequence[str] = (),
+        proxies: Sequence[bool] = (),
     ) -> None:
         """Listen on ``config.binds``, or on ``sockets`` already bound and listening (a worker
         process accepts on the SO_REUSEPORT sockets its supervisor made: see supervisor.py;
-        systemd's, named ``names``, under socket activation)."""
+        systemd's, named ``names``, under socket activation); ``proxies`` marks those that
+        expect PROXY headers (otherwise --proxy-protocol decides for them)."""
         loop = asyncio.get_running_loop()
         context = self._ssl_context()
         tls = context is not None
@@ -185,12 +187,17 @@ class Server:
                     f"access log {config.access_log!r}: {exc.strerror or exc}"
                 ) from exc
 
-        def protocol() -> H2Protocol:
+        def plain() -> H2Protocol:
             made = H2Protocol(self, self.handler, tls, self.context)
             self.handshaking.add(made)
             return made
 
-        def proxied(client: str | None, local: bool) -> H2Protocol:
+        def proxy_first() -> H2Protocol:
+            made = H2Protocol(self, self.handler, tls, self.context, proxy=True)
+            self.handshaking.add(made)
+            return made
+
+        def after_header(client: str | None, local: bool) -> H2Protocol:
             made = H2Protocol(self, self.handler, tls, self.context, (client, local))
             self.handshaking.add(made)
             return made
@@ -200,14 +207,17 @@ class Server:
         # Slowloris during the TLS handshake: it counts against the preface timeout.
         handshake = (config.preface_timeout or None) if context is not None else None
 
-        async def listen(sock: socket.socket | None, bind: Bind | None = None) -> Listener:
-            if context is not None and self.edge.proxy:
+        async def listen(
+            sock: socket.socket | None, proxy: bool, bind: Bind | None = None
+        ) -> Listener:
+            if context is not None and proxy:
                 # The PROXY header comes before the TLS handshake (proxy_tls.py).
                 if sock is None:
                     assert bind is not None
                     family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
                     sock = socket.create_server((bind.host, bind.port), family=family, backlog=1024)
-                return ProxyTlsListener(sock, context, self.edge, proxied, handshake)
+                return ProxyTlsListener(sock, context, self.edge, after_header, handshake)
+            protocol = proxy_first if proxy else plain
             if sock is not None:
                 return await loop.create_server(
                     protocol, sock=sock, ssl=context, backlog=1024,
@@ -219,25 +229,31 @@ class Server:
                 ssl_handshake_timeout=handshake,
             )  # fmt: skip
 
-        for inherited in sockets:
-            self._listeners.append(await listen(inherited))
+        proxy_flags: list[bool] = []
+        for index, inherited in enumerate(sockets):
+            proxy = proxies[index] if index < len(proxies) else config.proxy_protocol
+            self._listeners.append(await listen(inherited, proxy))
+            proxy_flags.append(proxy)
         for bind in () if sockets else self.config.binds:
+            proxy = proxied(config, bind)
             try:
                 if bind.path is not None:
                     unix = UnixSocketFile(
                         bind.path, config.unix_socket_mode, config.unix_socket_owner
                     )
                     self._unix_files.append(unix)
-                    listener = await listen(unix.sock)
+                    listener = await listen(unix.sock, proxy)
                 else:
-                    listener = await listen(None, bind)
+                    listener = await listen(None, proxy, bind)
             except OSError as exc:
                 await self.close_listeners()
                 raise StartupError(f"cannot listen on {bind}: {exc.strerror or exc}") from exc
             self._listeners.append(listener)
+            proxy_flags.append(proxy)
         scheme = "https" if tls else "http"
-        kind = _protocols_served(config.http, tls) + ("; PROXY protocol" if self.edge.proxy else "")
         for index, listener in enumerate(self._listeners):
+            kind = _protocols_served(config.http, tls)
+            kind += "; PROXY protocol" if proxy_flags[index] else ""
             name = f"; systemd socket {names[index]!r}" if index < len(names) else ""
             for sock in listener.sockets:
                 if sock.family == socket.AF_UNIX:

@@ -46,7 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from h2stream.config import Bind, Config, ConfigError, load_config
+from h2stream.config import Bind, Config, ConfigError, load_config, proxied
 from h2stream.runtime.pidfile import PidFileError, remove_pid_file, write_pid_file
 from h2stream.runtime.server import StartupError
 from h2stream.runtime.systemd import ActivatedSocket, ActivationError, describe, listen_sockets
@@ -310,6 +310,12 @@ class Supervisor:
     def _slot_fds(self, config: Config, slot: int) -> list[int]:
         return [listener.fd(slot) for listener in self._listening(config)]
 
+    def _listen_fds_arg(self, config: Config, fds: list[int]) -> str:
+        """The worker's --listen-fds: each fd, marked ``p`` if its listener expects PROXY
+        headers (a worker cannot tell its inherited sockets' binds apart)."""
+        marks = ["p" if proxied(config, lst.bind) else "" for lst in self._listening(config)]
+        return ",".join(f"{fd}{mark}" for fd, mark in zip(fds, marks, strict=True))
+
     # -- workers ---------------------------------------------------------------------------
 
     def _worker_config(self, config: Config) -> Config:
@@ -334,7 +340,7 @@ class Supervisor:
             "-m",
             "h2stream.runtime.worker",
             "--listen-fds",
-            ",".join(map(str, fds)),
+            self._listen_fds_arg(config, fds),
             "--status-fd",
             str(status_w),
             "--lifeline-fd",
@@ -621,10 +627,10 @@ class Supervisor:
 
     def _announce(self) -> None:
         tls = self.config.tls
-        kind = "h2 over TLS" if tls else "h2c"
-        if self.config.proxy_protocol:
-            kind += ", PROXY protocol"
         for listener in self._listening(self.config):
+            kind = "h2 over TLS" if tls else "h2c"
+            if proxied(self.config, listener.bind):
+                kind += ", PROXY protocol"
             line = f"h2stream listening on {listener.url(tls)} ({kind}, {self.config.workers}"
             print(line + " workers)", flush=True)
 

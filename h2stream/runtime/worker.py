@@ -77,13 +77,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _inherited_sockets(fds: str) -> list[socket.socket]:
-    sockets = []
+def _inherited_sockets(fds: str) -> tuple[list[socket.socket], list[bool]]:
+    """The sockets of ``--listen-fds`` (``5,6p``: ``p`` marks a PROXY-protocol listener)."""
+    sockets, proxies = [], []
     for text in filter(None, fds.split(",")):
-        sock = socket.socket(fileno=int(text))
+        sock = socket.socket(fileno=int(text.removesuffix("p")))
         sock.setblocking(False)
         sockets.append(sock)
-    return sockets
+        proxies.append(text.endswith("p"))
+    return sockets, proxies
 
 
 def serve_worker(
@@ -93,6 +95,7 @@ def serve_worker(
     status_fd: int,
     lifeline_fd: int,
     snapshot_dir: str | None = None,
+    proxies: Sequence[bool] = (),
 ) -> int:
     # Signals the supervisor interprets: a stop arrives here as SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -125,7 +128,7 @@ def serve_worker(
 
     async def serve() -> None:
         loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-        await server.start(announce=lambda line: None, sockets=sockets)
+        await server.start(announce=lambda line: None, sockets=sockets, proxies=proxies)
         if stop_early:
             server.request_stop()
         loop.add_reader(lifeline_fd, on_lifeline)
@@ -150,10 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format=f"%(asctime)s %(levelname)s %(name)s[{os.getpid()}]: %(message)s",
     )
     try:
-        sockets = _inherited_sockets(args.listen_fds)
+        sockets, proxies = _inherited_sockets(args.listen_fds)
         return serve_worker(
-            config, args.serve_root, sockets, args.status_fd, args.lifeline_fd, args.snapshot_dir
-        )
+            config, args.serve_root, sockets, args.status_fd, args.lifeline_fd, args.snapshot_dir,
+            proxies,
+        )  # fmt: skip
     except (StartupError, TLSError, ValueError) as exc:
         print(f"h2stream: error: worker {os.getpid()}: {exc}", file=sys.stderr)
         return 1
