@@ -19,8 +19,9 @@ import h2.events
 import h2.settings
 import httpx
 import pytest
-from support.clients import RawH2Client
+from support.clients import RawConnection, RawH2Client
 from support.files import SIZES
+from support.frames import ACK, PING, RST_STREAM, data, headers, ping, request_block
 from support.metrics import Scrape, scrape
 from support.polling import wait_until
 
@@ -148,6 +149,27 @@ def test_status_classes_and_request_bytes(observed: Callable[..., tuple[Any, str
     assert got.value("h2stream_streams_total", status_class="4xx") == 2
     assert got.value("h2stream_streams_total", status_class="2xx") == 0
     assert got.value("h2stream_request_body_bytes_total") == 40000
+
+
+def test_request_bytes_after_the_answer_are_counted(
+    observed: Callable[..., tuple[Any, str]],
+) -> None:
+    """DATA that arrives after the server answered (405) and reset the stream (RST_STREAM
+    NO_ERROR, RFC 9113 section 8.1) was received all the same: it counts."""
+    server, base = observed()
+    conn = RawConnection(server.port)
+    try:
+        conn.send(headers(1, request_block("/kib.bin", method="POST"), end_stream=False))
+        assert conn.until(
+            lambda: any(f.kind == RST_STREAM and f.stream_id == 1 for f in conn.frames)
+        )
+        for last in (False, False, False, True):
+            conn.send(data(1, b"x" * 10000, end=last))
+        conn.send(ping(b"observed"))
+        assert conn.until(lambda: any(f.kind == PING and f.flags & ACK for f in conn.frames))
+    finally:
+        conn.close()
+    assert scrape(base).value("h2stream_request_body_bytes_total") == 40000
 
 
 def test_stalls_rise_while_the_client_holds_its_window(

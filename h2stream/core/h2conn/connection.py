@@ -499,6 +499,10 @@ class ServerConnection(h2.connection.H2Connection):
                     flood.hit(WINDOW_UPDATE)
             elif cls is HeadersFrame and not cast(HeadersFrame, frame).data:
                 flood.hit(EMPTY)  # an empty header block: no request, only work
+        if frame.__class__ is DataFrame and not self._stream_open(frame.stream_id):
+            # DATA for a stream already gone (reset, or answered while its body was still on
+            # the way): received all the same, though h2 delivers no event for it.
+            STATS.request_body_bytes += len(frame.data)
         try:
             return super()._receive_frame(frame)
         except InvalidBodyLengthError:
