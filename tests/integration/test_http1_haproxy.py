@@ -12,6 +12,7 @@ from pathlib import Path
 
 import requests
 from support.commands import require
+from support.edge import HAProxyProcess
 from support.polling import wait_until
 from support.servers import ServerProcess
 
@@ -36,29 +37,6 @@ backend nodes
 """
 
 
-def states(stats_socket: Path) -> dict[str, str]:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5)
-            sock.connect(str(stats_socket))
-            sock.sendall(b"show stat\n")
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
-    except OSError:
-        return {}
-    lines = data.decode().splitlines()
-    if not lines:
-        return {}
-    header = lines[0].lstrip("# ").split(",")
-    found = {}
-    for line in lines[1:]:
-        row = dict(zip(header, line.split(","), strict=False))
-        if row.get("pxname") == "nodes" and row.get("svname") in ("n1", "n2"):
-            found[row["svname"]] = row.get("status", "")
-    return found
-
-
 def test_haproxy_http1_backends_with_httpchk(
     server_factory: Callable[..., ServerProcess], tmp_path: Path, digests: dict[str, str]
 ) -> None:
@@ -66,27 +44,14 @@ def test_haproxy_http1_backends_with_httpchk(
     frontend = socket.socket()
     frontend.bind(("127.0.0.1", 0))
     frontend.listen(128)
-    stats_socket = tmp_path / "haproxy.sock"
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(
-        CONFIG.format(
-            stats=stats_socket,
-            frontend=frontend.fileno(),
-            port1=nodes[0].port,
-            port2=nodes[1].port,
-        )
+    config = CONFIG.format(
+        stats="{stats}", frontend=frontend.fileno(), port1=nodes[0].port, port2=nodes[1].port
     )
-    proc = subprocess.Popen(
-        [require("haproxy"), "-db", "-f", str(config)],
-        pass_fds=(frontend.fileno(),),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    haproxy = HAProxyProcess(config, tmp_path, (frontend.fileno(),))
     url = f"http://127.0.0.1:{frontend.getsockname()[1]}"
     try:
         up = wait_until(
-            lambda: states(stats_socket), 15, 0.1, until=lambda s: list(s.values()) == ["UP"] * 2
+            lambda: haproxy.states("nodes"), 15, 0.1, until=lambda s: list(s.values()) == ["UP"] * 2
         )
         assert list(up.values()) == ["UP", "UP"], up
         with requests.Session() as session:
@@ -99,12 +64,7 @@ def test_haproxy_http1_backends_with_httpchk(
         )  # fmt: skip
         assert "1000 succeeded, 0 failed, 0 errored" in result.stdout, result.stdout
         # Both nodes served through HAProxy (round robin), and passed every check.
-        assert list(states(stats_socket).values()) == ["UP", "UP"]
+        assert list(haproxy.states("nodes").values()) == ["UP", "UP"]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        haproxy.stop()
         frontend.close()
