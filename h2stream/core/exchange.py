@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from h2stream.core.framing import Body
 
@@ -43,6 +43,18 @@ class ResetCode(enum.IntEnum):
     ENHANCE_YOUR_CALM = 0xB
     INADEQUATE_SECURITY = 0xC
     HTTP_1_1_REQUIRED = 0xD
+
+
+class Addresses(NamedTuple):
+    """Both ends of a connection as ASGI's scope names them. ``client``: (host, port), None
+    when unknown (a Unix socket). ``server``: (host, port), (path, None) on a Unix socket, or
+    None. Behind a PROXY header, the client and destination the header carries."""
+
+    client: tuple[str, int] | None = None
+    server: tuple[str, int | None] | None = None
+
+
+NO_ADDRESSES = Addresses()
 
 
 class RequestBodySink(Protocol):
@@ -97,6 +109,10 @@ class Exchange(Protocol):
     @property
     def peer(self) -> str:
         """The client's address (``-`` when unknown), as the access log names it."""
+
+    @property
+    def addresses(self) -> Addresses:
+        """The connection's client and server addresses, with ports (ASGI's scope)."""
 
     @property
     def request_ended(self) -> bool:

@@ -33,7 +33,9 @@ from hyperframe.frame import GoAwayFrame
 from h2stream.config import Config
 from h2stream.core import requestid
 from h2stream.core.exchange import (
+    NO_ADDRESSES,
     TEXT_PLAIN,
+    Addresses,
     Cancellable,
     ExchangeObserver,
     Handler,
@@ -153,6 +155,10 @@ class StreamState:
     @property
     def peer(self) -> str:
         return self._session.peer
+
+    @property
+    def addresses(self) -> Addresses:
+        return self._session.addresses
 
     @property
     def tls(self) -> bool:
@@ -288,6 +294,7 @@ class Session:
         # set by the I/O layer.
         self._request_id = requestid.resolver(config)
         self.peer = "-"
+        self.addresses = NO_ADDRESSES
         self.tls = False
         # Nothing received yet (a TLS connection after its handshake, an h2c 101): the
         # preface timeout applies until the first bytes arrive.

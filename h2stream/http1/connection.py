@@ -26,7 +26,9 @@ from h2stream.config import Config
 from h2stream.core import requestid
 from h2stream.core import sniff as h2c
 from h2stream.core.exchange import (
+    NO_ADDRESSES,
     TEXT_PLAIN,
+    Addresses,
     Cancellable,
     ExchangeObserver,
     Handler,
@@ -171,6 +173,10 @@ class Http1Exchange:
     @property
     def peer(self) -> str:
         return self._conn.peer
+
+    @property
+    def addresses(self) -> Addresses:
+        return self._conn.addresses
 
     @property
     def tls(self) -> bool:
@@ -330,6 +336,7 @@ class Http1Connection:
         self._parser = httptools.HttpRequestParser(self)
         self._request_id = requestid.resolver(config)
         self.peer = "-"
+        self.addresses = NO_ADDRESSES
         self.tls = False
         self.closed = False
         # Set by a graceful drain: the exchange in progress is the last.

@@ -28,6 +28,7 @@ import time
 from h2stream.config import Config
 from h2stream.core import proxy_header
 from h2stream.core.client_table import CLIENT_RATE, ClientTable, client_key
+from h2stream.core.exchange import Addresses
 from h2stream.core.limits import http1_refusal, http2_refusal, limit_event
 from h2stream.core.sniff import could_be_preface
 from h2stream.core.stats import STATS
@@ -53,6 +54,24 @@ def peer_address(transport: asyncio.BaseTransport) -> str | None:
     if isinstance(peer, tuple) and peer:
         return str(peer[0])
     return None
+
+
+def addresses_of(
+    transport: asyncio.BaseTransport, header: proxy_header.ProxyHeader | None = None
+) -> Addresses:
+    """Both ends of a connection, with ports: a PROXY header's source and destination when it
+    names them, else the socket's own peer and local address."""
+    if header is not None and header.source is not None:
+        server = (header.destination, header.destination_port) if header.destination else None
+        return Addresses((header.source, header.source_port), server)
+    peer = transport.get_extra_info("peername")
+    local = transport.get_extra_info("sockname")
+    client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
+    if isinstance(local, tuple) and len(local) >= 2:
+        return Addresses(client, (str(local[0]), int(local[1])))
+    if isinstance(local, str) and local:  # a Unix socket's path
+        return Addresses(client, (local, None))
+    return Addresses(client, None)
 
 
 class Edge:

@@ -15,13 +15,13 @@ from typing import cast
 
 from h2stream.core import proxy_header
 from h2stream.core import sniff as http1
-from h2stream.core.exchange import Handler
+from h2stream.core.exchange import NO_ADDRESSES, Handler
 from h2stream.core.limits import limit_event
 from h2stream.core.session import Session
 from h2stream.core.stats import STATS
 from h2stream.http1.connection import Http1Connection
 from h2stream.io.busypoll import BusyPoll
-from h2stream.io.edge import count, peer_address, refuse
+from h2stream.io.edge import addresses_of, count, peer_address, refuse
 from h2stream.io.host import ConnectionHost
 from h2stream.io.http1sink import Http1TransportSink
 from h2stream.io.sink import SHORT_SOLO_RUN, TransportSink, WorkerPools
@@ -42,11 +42,11 @@ class H2Protocol(asyncio.Protocol):
         handler: Handler,
         tls: bool,
         pools: WorkerPools,
-        proxied: tuple[str | None, bool] | None = None,
+        proxied: proxy_header.ProxyHeader | None = None,
         proxy: bool = False,
     ) -> None:
-        """``proxy``: its listener expects a PROXY header first; ``proxied``: (client, local)
-        from one already read, before TLS (proxy_tls.py)."""
+        """``proxy``: its listener expects a PROXY header first; ``proxied``: the header
+        already read before TLS (proxy_tls.py)."""
         self._server = server
         # The worker's pools and budgets (its server's context), for the writer and session.
         self._pools = pools
@@ -78,6 +78,7 @@ class H2Protocol(asyncio.Protocol):
         # Who the client is, for logs and per-client limits: the PROXY header's address, else
         # the peer's ("-" on a Unix socket); and its per-client table key while it counts.
         self._client = "-"
+        self._addresses = NO_ADDRESSES
         self._client_key: str | None = None
         # A PROXY header still due (its bytes so far) and its deadline; None once read.
         self._header_due: bytes | None = None
@@ -105,8 +106,8 @@ class H2Protocol(asyncio.Protocol):
         proxied = self._proxied
         if proxied is not None:
             # Its header came before TLS and is read (proxy_tls.py); LOCAL is the balancer.
-            client, local = proxied
-            if self._admit(transport, client or peer, limit=not local):
+            client = proxied.source or peer
+            if self._admit(transport, client, limit=not proxied.local, header=proxied):
                 self._enter(transport)
                 self._accepted(transport)
             return
@@ -139,10 +140,12 @@ class H2Protocol(asyncio.Protocol):
         client: str | None,
         rest: bytes = b"",
         limit: bool = True,
+        header: proxy_header.ProxyHeader | None = None,
     ) -> bool:
         """The per-client limits (edge.py) for ``client``; a connection they refuse stops
         counting and is handed to a Refusal with ``rest``, the bytes already read."""
         self._client = client or "-"
+        self._addresses = addresses_of(transport, header)
         edge = self._server.edge
         key, refused = edge.admit(client if limit else None)
         if refused is None:
@@ -185,7 +188,7 @@ class H2Protocol(asyncio.Protocol):
         rest = buffered[header.length :]
         # LOCAL: the balancer's own health check, under no per-client limit.
         client = header.source or peer_address(transport)
-        if not self._admit(transport, client, rest, limit=not header.local):
+        if not self._admit(transport, client, rest, limit=not header.local, header=header):
             return b""
         self._accepted(transport)
         return rest
@@ -408,6 +411,7 @@ class H2Protocol(asyncio.Protocol):
         )
         # Who and how, for the access log: once per connection, never per stream.
         self.session.peer = self._client
+        self.session.addresses = self._addresses
         self.session.tls = self._tls
         return self.session
 
@@ -615,6 +619,7 @@ class H2Protocol(asyncio.Protocol):
             self._upgrade_from_http1 if self._upgrade_allowed and self._http2_allowed else None,
         )
         self.http1.peer = self._client
+        self.http1.addresses = self._addresses
         self.http1.tls = self._tls
         if self._server.draining:
             self.http1.draining = True

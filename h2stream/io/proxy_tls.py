@@ -30,7 +30,7 @@ log = logging.getLogger("h2stream.edge")
 # (header, None) once read; (None, reason) when the connection cannot be served.
 HeaderDone = Callable[[ProxyHeader | None, str | None], None]
 # The protocol for a connection whose header named ``client`` (None: a LOCAL health check).
-ProtocolFor = Callable[[str | None, bool], asyncio.Protocol]
+ProtocolFor = Callable[[ProxyHeader], asyncio.Protocol]
 # Connections accepted and still sending their header, per listener; past it, new ones are
 # closed at once (a flood of silent connections cannot pile up fds).
 MAX_WAITING = 1024
@@ -94,7 +94,7 @@ class HeaderReader:
 
 class ProxyTlsListener:
     """Accepts on ``sock``; each connection's PROXY header read, TLS starts with ``context``
-    and ``protocol_for(client, local)`` serves it. Closed like an ``asyncio.Server``."""
+    and ``protocol_for(header)`` serves it. Closed like an ``asyncio.Server``."""
 
     def __init__(
         self,
@@ -158,15 +158,14 @@ class ProxyTlsListener:
             conn.close()
             return
         count(STATS.proxy_headers, "local" if header.local else f"v{header.version}")
-        client = header.source or _peer(conn)
-        task = asyncio.ensure_future(self._start_tls(conn, client, header.local))
+        task = asyncio.ensure_future(self._start_tls(conn, header))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _start_tls(self, conn: socket.socket, client: str | None, local: bool) -> None:
+    async def _start_tls(self, conn: socket.socket, header: ProxyHeader) -> None:
         try:
             await self._loop.connect_accepted_socket(
-                lambda: self._protocol_for(client, local),
+                lambda: self._protocol_for(header),
                 conn,
                 ssl=self._context,
                 ssl_handshake_timeout=self._handshake_timeout,

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from h2stream.config import Bind, Config, proxied
 from h2stream.core.exchange import ExchangeObserver, Handler
 from h2stream.core.limits import set_fd_budget
+from h2stream.core.proxy_header import ProxyHeader
 from h2stream.handlers.grpc.health import HEALTH
 from h2stream.io.edge import Edge
 from h2stream.io.protocol import H2Protocol
@@ -197,8 +198,8 @@ class Server:
             self.handshaking.add(made)
             return made
 
-        def after_header(client: str | None, local: bool) -> H2Protocol:
-            made = H2Protocol(self, self.handler, tls, self.context, (client, local))
+        def after_header(header: ProxyHeader) -> H2Protocol:
+            made = H2Protocol(self, self.handler, tls, self.context, header)
             self.handshaking.add(made)
             return made
 

@@ -22,16 +22,6 @@ EXTENSIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def _client(peer: str) -> tuple[str, int] | None:
-    """ASGI's client pair from the exchange's peer (``host`` or ``host:port``)."""
-    if not peer or peer == "-":
-        return None
-    host, sep, port = peer.rpartition(":")
-    if sep and port.isdigit() and (host.count(":") == 0 or host.endswith("]")):
-        return host.strip("[]"), int(port)
-    return peer, 0
-
-
 class AsgiHandler:
     """Serves every request with an ASGI app; ``/_h2stream/`` paths go to ``builtins`` first.
 
@@ -57,7 +47,6 @@ class AsgiHandler:
             "type": "http",
             "asgi": dict(ASGI_INFO),
             "root_path": config.root_path,
-            "server": None,
             "extensions": EXTENSIONS,
         }
         self._tasks: set[asyncio.Task[None]] = set()
@@ -119,7 +108,7 @@ class AsgiHandler:
         scope["raw_path"] = raw_path
         scope["query_string"] = b"" if query < 0 else raw[query + 1 :]
         scope["headers"] = headers
-        scope["client"] = _client(exchange.peer)
+        scope["client"], scope["server"] = exchange.addresses
         if self.lifespan.running or self.lifespan.state:
             scope["state"] = self.lifespan.state.copy()
         return scope
