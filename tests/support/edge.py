@@ -108,34 +108,51 @@ class EdgeCounters:
 
 
 class HAProxyProcess:
-    """HAProxy in the foreground (``-db``) on a config text, with its admin socket."""
+    """HAProxy in the foreground (``-db``), stopped by its pid, with its admin socket.
 
-    def __init__(self, config: str, tmp_path: Path, pass_fds: tuple[int, ...] = ()) -> None:
+    ``config`` is a config text (``{stats}`` stands for the admin socket's path) or the path of
+    a config file that reads the socket's path from ``H2STREAM_STATS_SOCKET`` and its other
+    values from ``env`` (examples/haproxy.cfg)."""
+
+    def __init__(
+        self,
+        config: str | Path,
+        tmp_path: Path,
+        pass_fds: tuple[int, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.stats_socket = tmp_path / "haproxy.sock"
-        path = tmp_path / "haproxy.cfg"
-        path.write_text(config.replace("{stats}", str(self.stats_socket)))
+        if isinstance(config, Path):
+            path = config
+        else:
+            path = tmp_path / "haproxy.cfg"
+            path.write_text(config.replace("{stats}", str(self.stats_socket)))
         self.proc = subprocess.Popen(
             [require("haproxy"), "-db", "-f", str(path)],
             pass_fds=pass_fds,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ},
+            env={**os.environ, "H2STREAM_STATS_SOCKET": str(self.stats_socket), **(env or {})},
         )
+
+    def command(self, line: str) -> str:
+        """One command on the admin socket (the stats CLI), its whole answer."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(self.stats_socket))
+            sock.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
 
     def states(self, backend: str) -> dict[str, str]:
         """Server name -> status (UP, DOWN...) of ``backend``, from ``show stat``."""
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(5)
-                sock.connect(str(self.stats_socket))
-                sock.sendall(b"show stat\n")
-                data = b""
-                while chunk := sock.recv(65536):
-                    data += chunk
-        except OSError:
+            lines = self.command("show stat").splitlines()
+        except OSError:  # not listening yet, or gone
             return {}
-        lines = data.decode().splitlines()
         if not lines:
             return {}
         names = lines[0].lstrip("# ").split(",")
