@@ -26,7 +26,7 @@ from typing import Any
 
 from h2stream.config import Config
 from h2stream.core.exchange import Exchange, Handler, Headers
-from h2stream.handlers.grpc.body import DEFAULT_HIGH_WATER, MessageBody
+from h2stream.handlers.grpc.body import DEFAULT_HIGH_WATER, SOLO_HIGH_WATER, MessageBody
 from h2stream.handlers.grpc.health import HEALTH, HEALTH_CHECK, health_check
 from h2stream.handlers.grpc.stats import GRPC_STATS
 from h2stream.handlers.grpc.wire import (
@@ -87,12 +87,13 @@ class Call:
         reader: MessageReader,
         gzip_out: bool,
         high_water: int,
+        solo_high_water: int,
     ) -> None:
         self._exchange = exchange
         self._method = method
         self._reader = reader
         self._gzip_out = gzip_out
-        self._body = MessageBody(exchange, high_water)
+        self._body = MessageBody(exchange, high_water, solo_high_water)
         self._started = False
         self.deadline_hit = False
         # How the call ended (None while running; CANCELLED when the client went away).
@@ -207,13 +208,16 @@ class GrpcService:
     ``max_message``: the largest request message (RESOURCE_EXHAUSTED past it);
     ``expose_errors``: send a failing handler's exception text in grpc-message (both None:
     the server's --grpc-max-message-size and --grpc-expose-errors once bound, else 4 MiB
-    and no); ``high_water``: reply bytes a stream may queue ahead of framing.
+    and no); ``high_water``: reply bytes a stream may queue ahead of framing, and
+    ``solo_high_water`` what it may grow to while the scheduler serves it alone with the
+    windows for larger turns (set it to ``high_water`` for a fixed bound; body.py).
     """
 
     fallback: Handler | None = None
     max_message: int | None = None
     expose_errors: bool | None = None
     high_water: int = DEFAULT_HIGH_WATER
+    solo_high_water: int = SOLO_HIGH_WATER
     health: bool = True
 
     def __post_init__(self) -> None:
@@ -330,7 +334,7 @@ class GrpcService:
         # Replies are compressed when the client compressed its request and accepts gzip back.
         gzip_out = gzip_in and b"gzip" in accept
         reader = MessageReader(exchange, self._max_message, gzip_in)
-        call = Call(exchange, method, reader, gzip_out, self.high_water)
+        call = Call(exchange, method, reader, gzip_out, self.high_water, self.solo_high_water)
         if not method.request_streaming and not timeout:
             # One request message: the handler starts once the request is complete, in the
             # same turn, and without a task unless it suspends (see _start). With a deadline
