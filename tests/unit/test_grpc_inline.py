@@ -216,3 +216,27 @@ def test_a_request_still_arriving_starts_the_handler_only_at_its_end() -> None:
         assert peer.replies(stream_id)[5:] == b"late"
 
     run(main)
+
+
+def test_a_reset_before_the_task_first_runs_cancels_the_handler_at_its_await() -> None:
+    async def main() -> None:
+        svc, seen = service()
+        peer = Peer(svc)
+        # The handler suspends inline; the client's RST_STREAM comes in the next read, in
+        # the same loop turn, so its task is cancelled before it ever ran.
+        stream_id = peer.call("Slow", b"x")
+        call = peer.client.data_to_send()
+        peer.client.reset_stream(stream_id, 8)  # CANCEL
+        reset = peer.client.data_to_send()
+
+        def two_reads() -> None:
+            peer.session.receive(call)
+            assert len(svc.tasks) == 1
+            peer.session.receive(reset)
+
+        peer.loop.call_soon(two_reads)
+        await asyncio.sleep(0.01)
+        assert seen.get("slow_finally") is True
+        assert not svc.tasks
+
+    run(main)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -380,7 +379,7 @@ class GrpcService:
             return
         finally:
             _leave_task(loop, stand_in)
-        task = loop.create_task(_resume(coro, waiting), context=context)
+        task = loop.create_task(_Resumed(coro, waiting), context=context)
         stand_in.became(task)
         self._track(call._exchange, task)
 
@@ -479,28 +478,47 @@ _enter_task: Callable[[Any, Any], None] = asyncio.tasks._enter_task
 _leave_task: Callable[[Any, Any], None] = asyncio.tasks._leave_task
 
 
-async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
-    """Go on with ``coro``, which suspended on ``waiting`` outside any task."""
-    await _continue(coro, waiting)
+class _Resumed(Coroutine[Any, Any, None]):
+    """A handler coroutine that suspended outside any task, as a task's coroutine: the
+    task's first step is handed what it waits on; after that every send and throw (a
+    future's wakeup, a cancellation) goes straight in, as ``yield from`` would. A cancellation
+    before that first step (the stream reset in the same read) is thrown in at the await,
+    whose future is cancelled as a task's own cancel() would."""
+
+    __slots__ = ("_coro", "_waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+        self._coro = coro
+        self._waiting: Any = waiting
+
+    def send(self, value: Any) -> Any:
+        waiting = self._waiting
+        if waiting is not _STARTED:
+            self._waiting = _STARTED
+            return waiting
+        return self._coro.send(value)
+
+    def __next__(self) -> Any:  # the C task steps a coroutine that is not native by this
+        return self.send(None)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        waiting = self._waiting
+        if waiting is not _STARTED:
+            self._waiting = _STARTED
+            if asyncio.isfuture(waiting):
+                waiting.cancel()
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)  # pragma: no cover - the old signature
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, None]:  # pragma: no cover - only tasks run it
+        raise TypeError("a resumed handler runs only in its task")
 
 
-@types.coroutine
-def _continue(coro: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
-    """``yield from coro`` for a coroutine already started: what it yielded goes to the task,
-    and what the task sends or throws (a future's wakeup, a cancellation) goes back in."""
-    while True:
-        try:
-            sent = yield waiting
-        except BaseException as exc:  # handed to the coroutine, as yield from does
-            try:
-                waiting = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                waiting = coro.send(sent)
-            except StopIteration:
-                return
+_STARTED = object()
 
 
 def _deadline(call: Call, task: asyncio.Task[None]) -> None:
