@@ -301,6 +301,10 @@ class GrpcService:
             else:
                 exchange.respond_bytes(415, b"gRPC only: content-type application/grpc\n")
             return
+        self.serve(exchange)
+
+    def serve(self, exchange: Exchange) -> None:
+        """Serve a request already known to be gRPC (:meth:`is_grpc`)."""
         if exchange.http_version != "2":
             exchange.respond_bytes(505, b"gRPC needs HTTP/2\n")
             return
