@@ -105,6 +105,8 @@ _END_STREAM_END_HEADERS = 0x5
 _END_HEADERS = 0x4
 _DATA = 0x0
 _END_STREAM = 0x1
+# A frame header: length and type in one word, flags, stream id (reserved bit included).
+_FRAME_HEADER = struct.Struct(">IBI")
 # What receive_requests reports, per frame (see there).
 REQUEST_ENDED = 0
 REQUEST_OPEN = 1
@@ -434,14 +436,14 @@ class ServerConnection(h2.connection.H2Connection):
         # Bodies must fit the windows they arrive in (h2 would answer FLOW_CONTROL_ERROR).
         stream_window = self.local_settings.initial_window_size
         conn_window = self._inbound_flow_control_window_manager.current_window_size
+        unpack = _FRAME_HEADER.unpack_from
         pos = 0
         while pos < size:
             if size - pos < 9:
                 return None
-            kind = data[pos + 3]
-            flags = data[pos + 4]
-            length = int.from_bytes(data[pos : pos + 3], "big")
-            stream_id = int.from_bytes(data[pos + 5 : pos + 9], "big")
+            word, flags, stream_id = unpack(data, pos)
+            kind = word & 0xFF
+            length = word >> 8
             end = pos + 9 + length
             if end > size:
                 return None
@@ -485,6 +487,8 @@ class ServerConnection(h2.connection.H2Connection):
         begin = h2.connection.H2Connection._begin_new_stream
         conn_manager = self._inbound_flow_control_window_manager
         streams = self.streams
+        odd = AllowedStreamIDs.ODD
+        half_closed = StreamState.HALF_CLOSED_REMOTE
         try:
             for what, stream_id, start, end in frames:
                 if what == BODY_ENDED:
@@ -503,19 +507,17 @@ class ServerConnection(h2.connection.H2Connection):
                     conn_manager.current_window_size -= len(body)
                     stream._inbound_window_manager.current_window_size -= len(body)
                     stream._actual_content_length += len(body)
-                    stream.state_machine.state = StreamState.HALF_CLOSED_REMOTE
+                    stream.state_machine.state = half_closed
                     out.append((BODY_ENDED, stream_id, body))
                     continue
                 headers = _decode_headers(decoder, data[start:end])
-                stream = begin(self, stream_id, AllowedStreamIDs.ODD)
+                stream = begin(self, stream_id, odd)
                 opened += 1
                 # h2's RECV_HEADERS (then RECV_END_STREAM) from IDLE, without the events.
                 machine = stream.state_machine
                 machine.client = False
                 machine.headers_received = True
-                machine.state = (
-                    StreamState.HALF_CLOSED_REMOTE if what == REQUEST_ENDED else StreamState.OPEN
-                )
+                machine.state = half_closed if what == REQUEST_ENDED else StreamState.OPEN
                 try:
                     stream._initialize_content_length(headers)
                 except h2.exceptions.ProtocolError:
