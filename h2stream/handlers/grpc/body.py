@@ -22,8 +22,9 @@ from h2stream.core.framing import Body, FrameSink
 from h2stream.core.stats import STATS
 
 DEFAULT_HIGH_WATER = 256 * 1024
-# 64 KiB messages to h2load, one stream, 1 GiB (5 interleaved rounds each, 2026-12-06): 256
-# KiB 24.9k messages/s and 14.7 us of server CPU each, 1 MiB 27.5k and 11.6 us.
+# 64 KiB messages to h2load, one stream, 1 GiB (3 interleaved pairs of runs, medians, on a
+# shared 2-core box, 2026-12-06): 256 KiB 24.9k messages/s and 14.7 us of server CPU each,
+# 1 MiB 27.5k and 11.6 us.
 SOLO_HIGH_WATER = 1024 * 1024
 
 
