@@ -45,7 +45,14 @@ from h2stream.core.exchange import (
 )
 from h2stream.core.frames import headers_header
 from h2stream.core.framing import Body, BytesBody, FrameSink
-from h2stream.core.h2conn import ResponseHeaderEncoder, ServerConnection, StreamHandle
+from h2stream.core.h2conn import (
+    BODY_ENDED,
+    REQUEST_ENDED,
+    REQUEST_OPEN,
+    ResponseHeaderEncoder,
+    ServerConnection,
+    StreamHandle,
+)
 from h2stream.core.limits import FloodError, WorkerBudget, limit_event, note_protocol_error
 from h2stream.core.stats import STATS, count_code
 from h2stream.core.validation import request_problem, trailers_problem
@@ -373,10 +380,21 @@ class Session:
         try:
             requests = self.conn.receive_requests(data)
             if requests is not None:
-                # Only complete bodiless requests arrived (see h2conn.connection).
-                for stream_id, headers in requests:
-                    self._request_received(stream_id, headers, True)
-                    self._request_ended(stream_id)
+                # Only complete requests arrived, bodiless or with a small body (see
+                # h2conn.connection): dispatched as h2's events would be.
+                for what, stream_id, value in requests:
+                    if what == REQUEST_ENDED:
+                        self._request_received(stream_id, value, True)
+                        self._request_ended(stream_id)
+                    elif what == REQUEST_OPEN:
+                        self._request_received(stream_id, value, False)
+                    elif what == BODY_ENDED:
+                        self._body_received(stream_id, value, len(value))
+                        self._request_ended(stream_id)
+                    else:
+                        self._dispatch_events(value)  # h2's verdict on a body's length
+                    if self.closed:
+                        break
                 return self.pump()
             grown = self.conn.receive_window_updates(data)
             if grown is not None:
@@ -395,6 +413,10 @@ class Session:
             self.flush()
             self._close()
             return False
+        self._dispatch_events(events)
+        return self.pump()
+
+    def _dispatch_events(self, events: list[h2.events.Event]) -> None:
         dispatch = self._dispatch
         for event in events:
             fn = dispatch.get(type(event))
@@ -402,7 +424,6 @@ class Session:
                 fn(event)
                 if self.closed:
                     break  # a budget ended the connection (see _provoked)
-        return self.pump()
 
     def _provoked(self) -> None:
         """The peer made us reset one of its streams: that draws on the reset budget."""
@@ -473,19 +494,22 @@ class Session:
         return stream
 
     def _on_data(self, event: h2.events.DataReceived) -> None:
-        STATS.request_body_bytes += len(event.data)
-        stream = self.streams.get(event.stream_id)
+        self._body_received(event.stream_id, event.data, event.flow_controlled_length)
+
+    def _body_received(self, stream_id: int, data: bytes, flow_controlled_length: int) -> None:
+        STATS.request_body_bytes += len(data)
+        stream = self.streams.get(stream_id)
         if stream is None:
             reader = None
         else:
             reader = stream.request_body
-            stream.body_received += event.flow_controlled_length
+            stream.body_received += flow_controlled_length
         if reader is not None:
             # Credit returns only as the application consumes (see return_credit).
-            reader.feed(event.data, event.flow_controlled_length)
-        elif event.flow_controlled_length:
+            reader.feed(data, flow_controlled_length)
+        elif flow_controlled_length:
             # Request bodies nobody consumes are drained: their credit goes straight back.
-            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            self.conn.acknowledge_received_data(flow_controlled_length, stream_id)
 
     def return_credit(self, stream_id: int, length: int) -> None:
         """The application consumed ``length`` flow-controlled bytes of a request body."""
@@ -622,6 +646,7 @@ class Session:
         if len(block) + 16 > conn.max_outbound_frame_size:
             # Needs CONTINUATION frames: rare enough to leave to h2.
             conn.send_headers(stream.stream_id, fields, end_stream=end)
+            self.flush()
             return
         conn.headers_sent(stream.h2_stream, end)
         block = self._headers.table_update() + block
@@ -739,8 +764,9 @@ class Session:
         """The last DATA frame has gone (or trailers go now): close our side."""
         trailers = body.trailers
         if trailers is not None:
-            self.conn.send_headers(stream.stream_id, trailers, end_stream=True)
-            self.flush()
+            # Our HPACK block and h2's state transitions, as for the response's HEADERS (h2's
+            # send_headers would run its full encoder: a tenth of a small gRPC call's CPU).
+            self._send_headers(stream, trailers, True)
         else:
             self.conn.end_stream_sent(stream.h2_stream)
         self._finish(stream)

@@ -151,6 +151,23 @@ class _Detached:
 DETACHED: asyncio.Transport = _Detached()  # type: ignore[assignment]
 
 
+# Queued output of at least this size is handed over as a list (one writev), not joined.
+GATHER_MIN = 64 * 1024
+# ... when its parts average at least this size.
+GATHER_PART = 2048
+
+
+def _immutable(parts: list[bytes | bytearray | memoryview]) -> bool:
+    """Whether every part is bytes or a view of bytes (nothing can change it later)."""
+    for part in parts:
+        kind = part.__class__
+        if kind is not bytes and (
+            kind is not memoryview or part.obj.__class__ is not bytes  # type: ignore[union-attr]
+        ):
+            return False
+    return True
+
+
 # The largest DATA frame copied through a busy transport (see send_file_frames).
 BUSY_FRAME = 16384
 
@@ -161,6 +178,7 @@ class TransportSink(SinkBase):
     __slots__ = (
         "_ahead",
         "_buffers",
+        "_gather",
         "_held",
         "_parts",
         "_pending",
@@ -211,6 +229,10 @@ class TransportSink(SinkBase):
         # Queued bytes go to the transport once they reach this size.
         self.flush_at = flush_at
         self._solo_run = solo_run
+        # A plain socket's transport writes a list with one writev; TLS would encrypt each
+        # part as a record of its own (its writelines), so it gets them joined.
+        extra = getattr(transport, "get_extra_info", None)
+        self._gather = extra is not None and extra("ssl_object") is None
 
     @property
     def solo_run(self) -> int:
@@ -230,9 +252,22 @@ class TransportSink(SinkBase):
         if not parts or self._tail is not None:
             return
         self._parts = []
+        pending = self._pending
         self._pending = 0
         if len(parts) == 1:
             self._transport.write(parts[0])
+        elif (
+            pending >= GATHER_MIN
+            and pending >= len(parts) * GATHER_PART
+            and self._gather
+            and _immutable(parts)
+        ):
+            # Large payloads (a gRPC stream's messages, BytesBody) go to the kernel in one
+            # writev from where they lie: joining them first copied every byte once more, into
+            # a fresh 256 KiB object each time. Only immutable ones: the transport keeps views
+            # of what the socket cannot take. Many small parts (small responses) are joined:
+            # the transport's cost per part would outweigh the copy.
+            self._transport.writelines(parts)
         else:
             self._transport.write(b"".join(parts))
 

@@ -16,25 +16,43 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from h2stream.config import Config
 from h2stream.core.h2conn import H2_CONFIG, LimitedFrameBuffer, ServerConnection
-from h2stream.core.h2conn.connection import ServerStream
+from h2stream.core.h2conn.connection import (
+    BODY_ENDED,
+    EVENTS,
+    REQUEST_ENDED,
+    REQUEST_OPEN,
+    ServerStream,
+)
 from h2stream.core.limits import FloodLimits
 
 CLIENT_CONFIG = h2.config.H2Configuration(client_side=True, header_encoding=None)
 
 
 class Reference(h2.connection.H2Connection):
-    """h2 itself, with the one deviation the server makes on every path: a malformed
-    content-length is left to the request's validation (a stream error, RFC 9113 8.1.1)."""
+    """h2 itself, with the two deviations the server makes on every path: a malformed
+    content-length is left to the request's validation, and a body that disagrees with it
+    resets the stream (stream errors, RFC 9113 8.1.1), where h2 would end the connection."""
 
     def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> Any:
         stream = super()._begin_new_stream(stream_id, allowed_ids)
         stream.__class__ = ServerStream
         return stream
+
+    # The session counts streams itself (ServerConnection's own), so h2 never sweeps its
+    # closed streams on a new HEADERS frame.
+    open_inbound_streams = 0
+
+    def _receive_frame(self, frame: Any) -> Any:
+        try:
+            return super()._receive_frame(frame)
+        except h2.exceptions.InvalidBodyLengthError:
+            return ServerConnection._body_length_mismatch(self, frame)  # type: ignore[arg-type]
 
 
 class Pair:
@@ -62,7 +80,7 @@ class Pair:
                 fast: object = _requests(self.fast.receive_data(data))
             else:
                 taken = True
-                fast = [(sid, [tuple(h) for h in headers]) for sid, headers in requests]
+                fast = _fast_requests(requests)
         except h2.exceptions.ProtocolError as exc:
             fast = f"error {exc.error_code!r}"
         try:
@@ -97,12 +115,31 @@ def _requests(events: list[h2.events.Event]) -> list[tuple[Any, ...]]:
     """Events as the fast path reports requests; anything else stands as itself."""
     out: list[tuple[Any, ...]] = []
     for event in events:
-        if isinstance(event, h2.events.RequestReceived) and event.stream_ended is not None:
-            out.append((event.stream_id, [tuple(h) for h in event.headers or []]))
-        elif isinstance(event, h2.events.StreamEnded) and out and out[-1][0] == event.stream_id:
-            continue  # the END_STREAM of the request just reported
+        if isinstance(event, h2.events.RequestReceived):
+            out.append(("request", event.stream_id, [tuple(h) for h in event.headers or []]))
+        elif isinstance(event, h2.events.DataReceived):
+            out.append(("data", event.stream_id, event.data, event.flow_controlled_length))
+        elif isinstance(event, h2.events.StreamEnded):
+            out.append(("end", event.stream_id))
         else:
             out.append((type(event).__name__, getattr(event, "stream_id", None)))
+    return out
+
+
+def _fast_requests(requests: list[tuple[int, int, Any]]) -> list[tuple[Any, ...]]:
+    """The fast path's report in the same terms (what the session dispatches for it)."""
+    out: list[tuple[Any, ...]] = []
+    for what, stream_id, value in requests:
+        if what in (REQUEST_ENDED, REQUEST_OPEN):
+            out.append(("request", stream_id, [tuple(h) for h in value]))
+            if what == REQUEST_ENDED:
+                out.append(("end", stream_id))
+        elif what == BODY_ENDED:
+            out.append(("data", stream_id, value, len(value)))
+            out.append(("end", stream_id))
+        else:
+            assert what == EVENTS
+            out.extend(_requests(value))
     return out
 
 
@@ -126,22 +163,28 @@ def test_a_batch_of_gets_takes_the_fast_path() -> None:
             )
         taken, fast, ref = pair.feed(pair.client.data_to_send())
         assert taken, f"batch {n} fell back to h2"
-        assert fast == ref and len(fast) == 20  # type: ignore[arg-type]
+        assert fast == ref and len(fast) == 40  # type: ignore[arg-type]
         pair.assert_same()
 
 
-def test_bodies_and_trailers_go_to_h2() -> None:
+def test_more_body_and_trailers_go_to_h2() -> None:
     pair = Pair()
+    # A request whose body is still to come: the fast path opens it.
     pair.client.send_headers(1, request(b"/upload", [], b"POST"), end_stream=False)
     taken, fast, ref = pair.feed(pair.client.data_to_send())
-    assert not taken and fast == ref
+    assert taken and fast == ref
+    pair.assert_same()
+    # Its body in a later read: h2's.
+    pair.client.send_data(1, b"abc")
+    taken, fast, ref = pair.feed(pair.client.data_to_send())
+    assert not taken and fast == ref == [("data", 1, b"abc", 3)]
     pair.assert_same()
     # HEADERS again on that open stream (its trailers): not a new request, h2's to judge.
     pair.client.send_headers(3, request(b"/a", []), end_stream=True)
     frame = pair.client.data_to_send()
     trailers = frame[:5] + (1).to_bytes(4, "big") + frame[9:]
     taken, fast, ref = pair.feed(trailers)
-    assert not taken and fast == ref == [("TrailersReceived", 1), ("StreamEnded", 1)]
+    assert not taken and fast == ref == [("TrailersReceived", 1), ("end", 1)]
     pair.assert_same()
 
 
@@ -175,11 +218,39 @@ a_request = st.tuples(
     st.binary(min_size=1, max_size=20).map(lambda b: b"/" + b.replace(b"\x00", b"x")),
     extras,
     st.booleans(),  # END_STREAM on the HEADERS
+    # Without END_STREAM on the HEADERS: no body yet (None), or a body in one DATA frame with
+    # END_STREAM, in two frames, or padded (the last two are h2's).
+    st.one_of(
+        st.none(),
+        st.tuples(st.binary(max_size=40), st.sampled_from(["one", "two", "padded"])),
+    ),
 )
 reads = st.lists(
     st.tuples(
         st.lists(a_request, min_size=1, max_size=8),
-        st.sampled_from(["", "ping-before", "window-update-after"]),
+        st.sampled_from(["", "ping-before", "window-update-after", "bodies-last"]),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+# Reads shaped for the fast path (GETs and one-frame bodies, content-length right or not),
+# so that most take it.
+fast_shaped = st.lists(
+    st.tuples(
+        st.lists(
+            st.tuples(
+                st.sampled_from([b"GET", b"POST"]),
+                st.sampled_from([b"/a", b"/pkg.S/M"]),
+                extras,
+                st.booleans(),
+                st.tuples(st.binary(max_size=40), st.just("one")),
+            ),
+            min_size=1,
+            max_size=8,
+        ),
+        st.sampled_from(["", "", "bodies-last", "bodies-last", "ping-before"]),
     ),
     min_size=1,
     max_size=6,
@@ -189,15 +260,34 @@ reads = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(batches=reads)
 def test_state_equals_h2s_for_any_reads(batches: list[tuple[list[Any], str]]) -> None:
+    check_reads(batches)
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches=fast_shaped)
+def test_state_equals_h2s_for_fast_shaped_reads(batches: list[tuple[list[Any], str]]) -> None:
+    check_reads(batches)
+
+
+def check_reads(batches: list[tuple[list[Any], str]]) -> None:
     pair = Pair()
     for requests, extra in batches:
         if extra == "ping-before":
             pair.client.ping(b"12345678")
-        for method, path, fields, end_stream in requests:
+        bodies = []
+        for method, path, fields, end_stream, body in requests:
             stream_id = pair.client.get_next_available_stream_id()
             pair.client.send_headers(
                 stream_id, request(path, fields, method), end_stream=end_stream
             )
+            if not end_stream and body is not None:
+                bodies.append((stream_id, body))
+                if extra != "bodies-last":
+                    send_body(pair.client, stream_id, *body)
+        if extra == "bodies-last":
+            # After every HEADERS, last first (h2load sends a batch's HEADERS, then its DATA).
+            for stream_id, body in reversed(bodies):
+                send_body(pair.client, stream_id, *body)
         if extra == "window-update-after":
             pair.client.increment_flow_control_window(1000)
         _, fast, ref = pair.feed(pair.client.data_to_send())
@@ -205,3 +295,76 @@ def test_state_equals_h2s_for_any_reads(batches: list[tuple[list[Any], str]]) ->
         pair.assert_same()
         if str(fast).startswith("error"):
             return
+
+
+def send_body(client: h2.connection.H2Connection, stream_id: int, body: bytes, how: str) -> None:
+    if how == "two" and body:
+        client.send_data(stream_id, body[:1])
+        client.send_data(stream_id, body[1:], end_stream=True)
+    elif how == "padded":
+        client.send_data(stream_id, body, end_stream=True, pad_length=3)
+    else:
+        client.send_data(stream_id, body, end_stream=True)
+
+
+def test_small_bodies_take_the_fast_path() -> None:
+    pair = Pair()
+    for n in range(3):
+        for _ in range(10):
+            stream_id = pair.client.get_next_available_stream_id()
+            grpc = [(b"content-type", b"application/grpc"), (b"te", b"trailers")]
+            pair.client.send_headers(stream_id, request(b"/pkg.S/M", grpc, b"POST"))
+            pair.client.send_data(stream_id, b"\x00\x00\x00\x00\x03abc", end_stream=True)
+            stream_id = pair.client.get_next_available_stream_id()
+            pair.client.send_headers(stream_id, request(b"/get", []), end_stream=True)
+        taken, fast, ref = pair.feed(pair.client.data_to_send())
+        assert taken, f"batch {n} fell back to h2"
+        assert fast == ref and len(fast) == 10 * 5  # type: ignore[arg-type]
+        pair.assert_same()
+
+
+def test_a_body_of_the_wrong_length_is_h2s_stream_error() -> None:
+    pair = Pair()
+    for length in (b"3", b"9", b"x"):
+        stream_id = pair.client.get_next_available_stream_id()
+        pair.client.send_headers(stream_id, request(b"/up", [(b"content-length", length)], b"POST"))
+        pair.client.send_data(stream_id, b"abcde", end_stream=True)
+    taken, fast, ref = pair.feed(pair.client.data_to_send())
+    assert taken and fast == ref
+    assert ("StreamReset", 1) in fast and ("StreamReset", 3) in fast  # type: ignore[operator]
+    pair.assert_same()
+
+
+def test_bodies_beyond_the_windows_or_split_are_h2s() -> None:
+    pair = Pair()
+    # The peer's initial stream window is 65,535: a larger frame is h2's (FLOW_CONTROL_ERROR).
+    pair.client.update_settings({h2.settings.SettingCodes.MAX_FRAME_SIZE: 1 << 20})
+    pair.feed(pair.client.data_to_send())
+    pair.client.send_headers(1, request(b"/up", [], b"POST"))
+    pair.client.send_data(1, b"a" * 100, end_stream=False)
+    pair.client.send_data(1, b"b", end_stream=True)
+    taken, fast, ref = pair.feed(pair.client.data_to_send())
+    assert not taken and fast == ref
+    pair.assert_same()
+    # Bodies after all the HEADERS, in any order (as h2load sends them): taken.
+    pair.client.send_headers(3, request(b"/up", [], b"POST"))
+    pair.client.send_headers(5, request(b"/up", [], b"POST"))
+    pair.client.send_data(5, b"x", end_stream=True)
+    pair.client.send_data(3, b"y", end_stream=True)
+    taken, fast, ref = pair.feed(pair.client.data_to_send())
+    assert taken and fast == ref
+    pair.assert_same()
+    # A DATA frame on a stream that did not open in this read, or a second one: h2's.
+    pair.client.send_headers(7, request(b"/up", [], b"POST"))
+    pair.feed(pair.client.data_to_send())
+    pair.client.send_headers(9, request(b"/up", [], b"POST"))
+    pair.client.send_data(7, b"z", end_stream=True)
+    taken, fast, ref = pair.feed(pair.client.data_to_send())
+    assert not taken and fast == ref
+    pair.assert_same()
+    pair.client.send_headers(11, request(b"/up", [], b"POST"))
+    pair.client.send_data(11, b"a")
+    pair.client.send_data(11, b"b", end_stream=True)
+    taken, fast, ref = pair.feed(pair.client.data_to_send())
+    assert not taken and fast == ref
+    pair.assert_same()

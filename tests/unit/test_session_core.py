@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import h2.config
 import h2.connection
 import h2.errors
+import h2.events
 import h2.settings
 import pytest
 from hyperframe.frame import (
@@ -31,6 +33,8 @@ from support.recording import Closer, RecordingSink
 from h2stream.body.bodies import FileBody
 from h2stream.config import Config
 from h2stream.core.exchange import Exchange, Handler
+from h2stream.core.frames import data_header
+from h2stream.core.framing import BytesBody
 from h2stream.core.session import Session
 
 MIB = 1 << 20
@@ -417,3 +421,75 @@ def test_answer_and_stop_after_the_upload_ended_in_the_same_read(root: Path) -> 
     assert [type(f) for f in frames] == [HeadersFrame, DataFrame]
     assert payload(frames, 1) == b"too large\n" and ended(frames, 1)
     assert stopper.request_ended == [False]  # its END_STREAM event was still to come
+
+
+# -- trailers ---------------------------------------------------------------------------
+
+
+class TrailedBody(BytesBody):
+    """A body whose end is told by trailers (as a gRPC reply's): no END_STREAM on its DATA."""
+
+    __slots__ = ("trailers",)
+
+    def __init__(self, data: bytes, trailers: list[tuple[bytes, bytes]]) -> None:
+        super().__init__(data + b"!")  # the last byte is never framed: no END_STREAM
+        self.trailers = trailers
+
+    @property
+    def done(self) -> bool:
+        return self._pos >= len(self._view) - 1
+
+    def emit(self, sink: Any, stream_id: int, allowed: int, max_frame: int) -> int:
+        view = self._view
+        n = min(allowed, len(view) - 1 - self._pos, max_frame)
+        sink.write(data_header(n, stream_id) + bytes(view[self._pos : self._pos + n]))
+        self._pos += n
+        return n
+
+
+@pytest.mark.parametrize("message", [b"", b"x" * 20_000])
+def test_trailers_leave_h2s_state_as_its_send_headers(root: Path, message: bytes) -> None:
+    """The session's trailers (its own HPACK block; h2's send_headers for a block larger than
+    a frame) end the stream in the state h2's send_headers leaves."""
+    trailers = [(b"grpc-status", b"0")] + ([(b"grpc-message", message)] if message else [])
+    streams: list[Any] = []
+
+    def handler(exchange: Exchange) -> None:
+        streams.append(exchange.h2_stream)  # type: ignore[attr-defined]
+        exchange.respond(200, [(b"content-type", b"application/grpc")], TrailedBody(b"m", trailers))
+
+    peer = Peer(root, handler=handler)
+    peer.client.send_headers(1, POST, end_stream=False)
+    peer.client.send_data(1, b"abc", end_stream=True)
+    received: list[Any] = []
+    original = peer.client.receive_data
+
+    def watch(data: bytes) -> list[Any]:
+        events = original(data)
+        received.extend(events)
+        return events
+
+    peer.client.receive_data = watch  # type: ignore[method-assign]
+    frames = peer.send()
+    got = [e for e in received if isinstance(e, h2.events.TrailersReceived)]
+    assert len(got) == 1 and got[0].headers == trailers and got[0].stream_ended is not None
+    assert payload(frames, 1) == b"m"
+    # The reference: h2 answering the same request with its own send_headers for trailers.
+    ref = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False, header_encoding=None)
+    )
+    client = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None)
+    )
+    client.initiate_connection()
+    ref.initiate_connection()
+    ref.receive_data(client.data_to_send())
+    client.send_headers(1, POST, end_stream=False)
+    client.send_data(1, b"abc", end_stream=True)
+    ref.receive_data(client.data_to_send())
+    ref.send_headers(1, [(b":status", b"200")])
+    ref.send_data(1, b"m")
+    ref.send_headers(1, trailers, end_stream=True)
+    ours, theirs = streams[0].state_machine, ref.streams[1].state_machine
+    for name in ("state", "headers_sent", "trailers_sent", "stream_closed_by"):
+        assert getattr(ours, name) == getattr(theirs, name), name

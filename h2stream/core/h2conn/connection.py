@@ -100,6 +100,18 @@ _WU_QUIET_STATES = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 # END_HEADERS (no padding, no priority): a complete request without a body in one frame.
 _HEADERS = 0x1
 _END_STREAM_END_HEADERS = 0x5
+# ... and a request with a small body: HEADERS with END_HEADERS alone, then one DATA frame
+# (type 0) with END_STREAM alone (no padding) later in the same read.
+_END_HEADERS = 0x4
+_DATA = 0x0
+_END_STREAM = 0x1
+# A frame header: length and type in one word, flags, stream id (reserved bit included).
+_FRAME_HEADER = struct.Struct(">IBI")
+# What receive_requests reports, per frame (see there).
+REQUEST_ENDED = 0
+REQUEST_OPEN = 1
+BODY_ENDED = 2
+EVENTS = 3
 # States in which the peer has sent END_STREAM (or the stream is gone).
 _REMOTE_CLOSED = (StreamState.HALF_CLOSED_REMOTE, StreamState.CLOSED)
 
@@ -381,19 +393,25 @@ class ServerConnection(h2.connection.H2Connection):
                 streams[stream_id].outbound_flow_control_window += increment
         return list(growth)
 
-    def receive_requests(self, data: bytes) -> list[tuple[int, list[Any]]] | None:
-        """Take ``data`` that is only whole HEADERS frames, each a complete request without a
-        body on a new stream (END_STREAM and END_HEADERS, no padding or priority): what h2load,
-        browsers and most clients send for GETs, 100 to a read under load.
+    def receive_requests(self, data: bytes) -> list[tuple[int, int, Any]] | None:
+        """Take ``data`` that is only whole new requests: HEADERS frames of new streams with
+        END_HEADERS (no padding or priority), and for those without END_STREAM at most one
+        DATA frame each, with END_STREAM and no padding, anywhere after them in the read.
+        That is what h2load, browsers, gRPC clients and most others send for GETs and small
+        POSTs (a unary gRPC call), many to a read under load.
 
         h2's general path costs about a third of a small request's CPU here (frame objects,
         two state machines per stream with events, header processing that our configuration
-        turns into copies). Returns ``(stream_id, headers)`` per frame, in order, with h2's
-        state exactly as receive_data() leaves it (streams created half-closed (remote),
+        turns into copies). Returns, in frame order, what h2's events would say:
+        ``(REQUEST_ENDED, stream_id, headers)`` (a request without a body),
+        ``(REQUEST_OPEN, stream_id, headers)`` (its body follows), ``(BODY_ENDED, stream_id,
+        body)`` (its whole body, END_STREAM), or rarely ``(EVENTS, stream_id, events)``: h2's
+        events for a DATA frame it must judge (the body disagrees with content-length). h2's
+        state is exactly as receive_data() leaves it (streams created, windows debited,
         decoder and connection state moved; ``tests/unit/test_headers_fast_path.py``); or
         None, having changed nothing, whenever h2 must judge the bytes. Once decoding has
-        begun, an error is h2's: GOAWAY queued and the ProtocolError raised, as receive_data()
-        does.
+        begun, an error is h2's: GOAWAY queued and the ProtocolError raised, as
+        receive_data() does.
         """
         size = len(data)
         if size < 9 or data[3] != _HEADERS:
@@ -405,66 +423,114 @@ class ServerConnection(h2.connection.H2Connection):
         if buffered._data or buffered._preamble or buffered._headers_buffer:
             return None
         # The frame-size limit, and the header-block cap of LimitedFrameBuffer.
-        max_length = min(
-            self.max_inbound_frame_size,
-            getattr(buffered, "max_block_bytes", self.max_inbound_frame_size),
-        )
+        max_frame = self.max_inbound_frame_size
+        max_length = min(max_frame, getattr(buffered, "max_block_bytes", max_frame))
         last_id = self.highest_inbound_stream_id
-        frames: list[tuple[int, int, int]] = []
+        # (kind, stream id, payload start, payload end), in frame order.
+        frames: list[tuple[int, int, int, int]] = []
+        # Streams opened in this read whose body has not ended.
+        open_ids: set[int] = set()
         # The read's work, priced as LimitedFrameBuffer prices it: over one turn's budget, the
         # general path takes it and leaves the rest for the next turn.
         units = getattr(buffered, "turn_units", 0) or 1 << 62
+        # Bodies must fit the windows they arrive in (h2 would answer FLOW_CONTROL_ERROR).
+        stream_window = self.local_settings.initial_window_size
+        conn_window = self._inbound_flow_control_window_manager.current_window_size
+        unpack = _FRAME_HEADER.unpack_from
         pos = 0
         while pos < size:
-            if size - pos < 9 or data[pos + 3] != _HEADERS:
+            if size - pos < 9:
                 return None
-            if data[pos + 4] != _END_STREAM_END_HEADERS:
-                return None
-            length = int.from_bytes(data[pos : pos + 3], "big")
-            stream_id = int.from_bytes(data[pos + 5 : pos + 9], "big")
-            # A new client stream: odd, above every earlier one, reserved bit clear.
-            if length > max_length or stream_id <= last_id or not stream_id & 1:
-                return None
-            units -= 1 + (length >> 6)
-            if units < 0:
-                return None
-            if stream_id > _MAX_WINDOW:
-                return None
+            word, flags, stream_id = unpack(data, pos)
+            kind = word & 0xFF
+            length = word >> 8
             end = pos + 9 + length
             if end > size:
                 return None
-            frames.append((stream_id, pos + 9, end))
-            last_id = stream_id
+            if kind == _HEADERS:
+                if flags == _END_STREAM_END_HEADERS:
+                    what = REQUEST_ENDED
+                elif flags == _END_HEADERS:
+                    what = REQUEST_OPEN
+                    open_ids.add(stream_id)
+                else:
+                    return None
+                # A new client stream: odd, above every earlier one, reserved bit clear; an
+                # empty block is h2's (the flood budget counts it).
+                if not 0 < length <= max_length or stream_id <= last_id or not stream_id & 1:
+                    return None
+                if stream_id > _MAX_WINDOW:
+                    return None
+                units -= 1 + (length >> 6)
+                last_id = stream_id
+            elif kind == _DATA and flags == _END_STREAM and stream_id in open_ids:
+                # The whole body of a request opened in this read.
+                open_ids.discard(stream_id)
+                conn_window -= length
+                units -= 1
+                if length > max_frame or length > stream_window or conn_window < 0:
+                    return None
+                what = BODY_ENDED
+            else:
+                return None
+            if units < 0:
+                return None
+            frames.append((what, stream_id, pos + 9, end))
             pos = end
         if state is ConnectionState.IDLE:
             self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
         decoder = self.decoder
-        requests: list[tuple[int, list[Any]]] = []
+        out: list[tuple[int, int, Any]] = []
+        opened = 0
         # h2's own stream creation: ours (below) adds a call per stream that these streams,
         # complete requests with nothing more to come, do not need.
         begin = h2.connection.H2Connection._begin_new_stream
+        conn_manager = self._inbound_flow_control_window_manager
+        streams = self.streams
+        odd = AllowedStreamIDs.ODD
+        half_closed = StreamState.HALF_CLOSED_REMOTE
         try:
-            for stream_id, start, end in frames:
+            for what, stream_id, start, end in frames:
+                if what == BODY_ENDED:
+                    body = data[start:end]
+                    stream = streams[stream_id]
+                    expected = stream._expected_content_length
+                    if expected is not None and expected != stream._actual_content_length + len(
+                        body
+                    ):
+                        # A stream error that h2 and _body_length_mismatch judge: their events.
+                        frame = DataFrame(stream_id, body)
+                        frame.flags.add("END_STREAM")
+                        out.append((EVENTS, stream_id, self._receive_frame(frame)))
+                        continue
+                    # h2's RECV_DATA (the windows and the length) and RECV_END_STREAM.
+                    conn_manager.current_window_size -= len(body)
+                    stream._inbound_window_manager.current_window_size -= len(body)
+                    stream._actual_content_length += len(body)
+                    stream.state_machine.state = half_closed
+                    out.append((BODY_ENDED, stream_id, body))
+                    continue
                 headers = _decode_headers(decoder, data[start:end])
-                stream = begin(self, stream_id, AllowedStreamIDs.ODD)
-                # h2's RECV_HEADERS then RECV_END_STREAM from IDLE, without the events.
+                stream = begin(self, stream_id, odd)
+                opened += 1
+                # h2's RECV_HEADERS (then RECV_END_STREAM) from IDLE, without the events.
                 machine = stream.state_machine
                 machine.client = False
                 machine.headers_received = True
-                machine.state = StreamState.HALF_CLOSED_REMOTE
+                machine.state = half_closed if what == REQUEST_ENDED else StreamState.OPEN
                 try:
                     stream._initialize_content_length(headers)
                 except h2.exceptions.ProtocolError:
                     # Malformed: the request's validation resets the stream (ServerStream).
                     stream._expected_content_length = None
-                requests.append((stream_id, list(headers)))
+                out.append((what, stream_id, list(headers)))
         except h2.exceptions.ProtocolError as exc:
             self._terminate_connection(exc.error_code)
             raise
         finally:
             if self.flood is not None:
-                self.flood.opened += len(requests)
-        return requests
+                self.flood.opened += opened
+        return out
 
     def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
         # Per frame: one dict lookup and a few identity checks; a counted frame adds an

@@ -24,7 +24,7 @@ class GrpcApp(App):
 
     def __call__(self, exchange: Exchange) -> None:
         if self.grpc.is_grpc(exchange):
-            self.grpc(exchange)
+            self.grpc.serve(exchange)
         else:
             App.__call__(self, exchange)
 

@@ -128,6 +128,7 @@ class MessageReader:
         "_waiter",
         "bytes_in",
         "messages_in",
+        "on_end",
     )
 
     def __init__(self, exchange: Exchange, max_size: int, gzip: bool) -> None:
@@ -144,6 +145,9 @@ class MessageReader:
         self._error: BaseException | None = None
         self.messages_in = 0
         self.bytes_in = 0
+        # Called once, when the request has ended (or failed): a handler that needs the whole
+        # request starts then (see GrpcService).
+        self.on_end: Callable[[], None] | None = None
 
     def feed(self, data: bytes, flow_controlled_length: int) -> None:
         consumed = self._exchange.consumed
@@ -212,6 +216,11 @@ class MessageReader:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self._ended:
+            on_end = self.on_end
+            if on_end is not None:
+                self.on_end = None
+                on_end()
 
     async def read(self) -> bytes | None:
         """The next message, or None after the last; raises a broken request's error."""
