@@ -80,7 +80,10 @@ def test_bytes_sizes_ranges_and_errors(server: ServerProcess) -> None:
     for bad in ("abc", "2P", "-1", "1.5G"):
         _, headers = curl_headers(f"{base}/{bad}")
         assert headers[":status"] == "400", bad
-    _, headers = curl_headers("-X", "POST", "-d", "x", f"{base}/10")
+    # No body: with one, the 405 comes before the body's DATA when they reach the server in two
+    # reads, and the RST_STREAM(NO_ERROR) after it (RFC 9113 8.1) makes Debian 12's curl 7.88
+    # exit 92 though the answer was whole (raw h2 tests cover that case).
+    _, headers = curl_headers("-X", "POST", f"{base}/10")
     assert headers[":status"] == "405" and headers["allow"] == "GET, HEAD"
     _, headers = curl_headers(f"{server.url}/_h2stream/nothing")
     assert headers[":status"] == "404"
@@ -250,7 +253,7 @@ def test_builtin_endpoints_can_be_switched_off(server_factory: Any) -> None:
     for path in ("/_h2stream/bytes/10", "/_h2stream/ndjson"):
         _, headers = curl_headers(f"{process.url}{path}")
         assert headers[":status"] == "404"
-    _, headers = curl_headers("-d", "x", f"{process.url}/_h2stream/sink")
+    _, headers = curl_headers("-X", "POST", f"{process.url}/_h2stream/sink")
     assert headers[":status"] == "405"  # the directory answers: GET and HEAD only
     # Files are still served.
     body, _ = curl_headers(f"{process.url}/one.bin")
