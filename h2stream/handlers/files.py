@@ -118,6 +118,10 @@ class OpenFile:
         self._last_modified_b = last_modified.encode("ascii")
         self._content_type_b = content_type.encode("ascii")
 
+    def whole_plan(self, method: bytes) -> FilePlan:
+        """The plan for the whole file, GET or HEAD, with no condition or range asked."""
+        return _whole_plan(method, self)
+
     def close(self) -> None:
         """Close the fd; later calls do nothing, and a stale ``fd`` of -1 fails loudly."""
         fd, self.fd = self.fd, -1
@@ -532,7 +536,7 @@ def plan_file_response(
             plan = _range_plan(fields[b"range"], f)
             if plan is not None:
                 return plan
-    return _whole_plan(method, f)
+    return f.whole_plan(method)
 
 
 def _plan_fields(

@@ -65,7 +65,9 @@ class StaticFiles:
         if type(opened) is CachedFile:
             plan = plan_file_response(method, exchange.headers, opened)
             body = None
-            if plan.length:
+            if plan.length == opened.size:
+                body = BytesBody(opened.data)
+            elif plan.length:
                 body = BytesBody(opened.data[plan.offset : plan.offset + plan.length])
             exchange.respond(plan.status, plan.headers, body)
             return
