@@ -70,8 +70,8 @@ class SmallFiles:
         except OSError:
             self._drop(real)
             return None
-        now = _identity(st)
-        if now != entry.identity or (dev, ino, ctime_ns) != now[:3]:
+        now = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)  # _identity
+        if now != entry.identity or now[1] != ino or now[2] != ctime_ns or now[0] != dev:
             self._drop(real)
             return None
         return entry

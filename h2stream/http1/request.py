@@ -15,7 +15,7 @@ from h2stream.core.exchange import Headers
 
 # Control bytes llhttp lets through in a target or a field value (it refuses CR, LF and NUL
 # in most places, not all): none may reach a handler or a log.
-_CONTROL = bytes(range(0x20)).replace(b"\t", b"") + b"\x7f"
+CONTROL = bytes(range(0x20)).replace(b"\t", b"") + b"\x7f"
 
 # Fields the checks (or the exchange) read; every other one costs a set lookup.
 _NOTED = frozenset(
@@ -48,7 +48,7 @@ def has_control(value: bytes) -> bool:
     """Whether ``value`` holds a control byte (HT allowed)."""
     # CPython's translate hands back the same object when it deletes nothing, and == of an
     # object with itself compares no bytes: the usual answer costs one scan.
-    return value != value.translate(None, _CONTROL)
+    return value != value.translate(None, CONTROL)
 
 
 def request_fields(
