@@ -1,9 +1,11 @@
 """Response heads as HTTP/1.x bytes: the status line and the handler's fields, memoized.
 
-Most responses repeat a head another response already had (a small file's plan is one shared
-field list, an error page's fields are the same every time): serializing it is then a dict
-lookup instead of a join per field. A hit is checked against a copy of the fields it was made
-from, so a list changed since (or another list at a recycled address) never gets stale bytes.
+Most responses repeat a head another response already had (a small file's plan is one field
+list shared by all its plain GETs): serializing it is then a dict lookup instead of a join
+per field. A hit is checked against a copy of the fields it was made
+from, so a list changed since (or another list at a recycled address) never gets stale bytes;
+being a pure function of what it is checked against, it is shared by every connection of the
+process (two servers in one process learn nothing of each other through it).
 Only ``date`` and the per-request fields (the request id, ``connection``) are added per
 response; ``date`` and ``server`` form one line that changes once a second.
 """
