@@ -39,6 +39,7 @@ from h2stream.http1.request import (
     CLIENT_ID,
     CONTROL,
     EXPECT_CONTINUE,
+    PATH_FIELD,
     TRAILERS,
     Http1Error,
     request_fields,
@@ -328,7 +329,7 @@ class Http1Connection:
         headers, notes = request_fields(method, version, self._url, self._fields, self._scheme)
         self.requests += 1
         exchange = Http1Exchange(
-            self, self.requests, version, method, headers[3][1], headers, self.head_since
+            self, self.requests, version, method, headers[PATH_FIELD][1], headers, self.head_since
         )
         if notes & CLIENT_ID or self._ids_for_all:
             exchange.request_id = self._request_id(headers)

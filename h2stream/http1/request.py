@@ -30,7 +30,10 @@ _NOTED = frozenset(
     }
 )
 
-# What the head asks of the exchange (bits of head_notes' answer).
+# Where the target (after an absolute form, its path) sits in request_fields' answer.
+PATH_FIELD = 3
+
+# What the head asks of the exchange (bits of request_fields' second answer).
 EXPECT_CONTINUE = 1
 TRAILERS = 2
 CLIENT_ID = 4  # an x-request-id or traceparent to resolve
