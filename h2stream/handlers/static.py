@@ -55,7 +55,7 @@ class StaticFiles:
         if method != b"GET" and not head:
             exchange.respond_bytes(405, _REASONS[405], extra=[ALLOW])
             return
-        opened = self.root.open(exchange.path, content_ok=True)
+        opened = self.root.open(exchange.path, True)  # content_ok: small files from memory
         if not isinstance(opened, OpenFile):
             if opened == 404 or opened == 403:
                 self._no_file(exchange, opened, head)

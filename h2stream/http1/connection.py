@@ -307,22 +307,8 @@ class Http1Connection:
         fields.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        """A head is complete: its exchange joins the queue (checked, numbered, flagged)."""
         self._in_head = False
-        exchange = self._build()
-        self._parsing = exchange
-        self._queue.append(exchange)
-
-    def on_body(self, body: bytes) -> None:
-        parsing = self._parsing
-        if parsing is not None:
-            parsing.feed(body)
-
-    def on_message_complete(self) -> None:
-        parsing = self._parsing
-        if parsing is not None:
-            parsing.end_body()
-
-    def _build(self) -> Http1Exchange:
         parser = self._parser
         version = parser.get_http_version()
         method = parser.get_method()
@@ -343,7 +329,18 @@ class Http1Connection:
             exchange.close_after = True
         elif not parser.should_keep_alive():
             exchange.close_after = True
-        return exchange
+        self._parsing = exchange
+        self._queue.append(exchange)
+
+    def on_body(self, body: bytes) -> None:
+        parsing = self._parsing
+        if parsing is not None:
+            parsing.feed(body)
+
+    def on_message_complete(self) -> None:
+        parsing = self._parsing
+        if parsing is not None:
+            parsing.end_body()
 
     def _upgrade(self, data: bytes, offset: int) -> None:
         """llhttp stopped at an Upgrade request: take h2c if we may, else serve it here."""
