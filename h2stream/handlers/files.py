@@ -118,6 +118,10 @@ class OpenFile:
         self._last_modified_b = last_modified.encode("ascii")
         self._content_type_b = content_type.encode("ascii")
 
+    def whole_plan(self, method: bytes) -> FilePlan:
+        """The plan for the whole file, GET or HEAD, with no condition or range asked."""
+        return _whole_plan(method, self)
+
     def close(self) -> None:
         """Close the fd; later calls do nothing, and a stale ``fd`` of -1 fails loudly."""
         fd, self.fd = self.fd, -1
@@ -204,7 +208,7 @@ class FileRoot:
         With ``content_ok`` the answer may be a file kept in memory by ``self.content`` (an
         OpenFile whose ``fd`` is -1), for a path resolved within the time-to-live.
         """
-        path = _strip_query(raw_path)
+        path = _strip_query(raw_path) if b"?" in raw_path or b"#" in raw_path else raw_path
         now = self._clock()
         entry = self._paths.get(path)
         if entry is not None and entry[0] > now:
@@ -532,19 +536,29 @@ def plan_file_response(
             plan = _range_plan(fields[b"range"], f)
             if plan is not None:
                 return plan
-    return _whole_plan(method, f)
+    return f.whole_plan(method)
 
 
 def _plan_fields(
     headers: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]],
 ) -> dict[bytes, bytes]:
     """The request fields planning reads, with repeats combined the way RFC 9110 §5.3 says."""
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    # An exchange's fields are a list with lowercase names: the usual field costs a set
+    # lookup and an islower, no new bytes (this runs for every file served).
+    if type(headers) is list:
+        pairs: Iterable[tuple[bytes, bytes]] = headers
+    else:
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
     found: dict[bytes, bytes] = {}
     for raw_name, raw_value in pairs:
-        name = raw_name.lower()
-        if name not in _PLAN_FIELDS:
+        if raw_name in _PLAN_FIELDS:
+            name = raw_name
+        elif raw_name.islower():
             continue
+        else:
+            name = raw_name.lower()
+            if name not in _PLAN_FIELDS:
+                continue
         value = raw_value.strip()
         previous = found.get(name)
         if previous is None:

@@ -15,7 +15,7 @@ import os
 import stat
 from collections.abc import Callable
 
-from h2stream.handlers.files import OpenFile
+from h2stream.handlers.files import FilePlan, OpenFile
 
 # Larger files gain little (the syscalls saved are per request, not per byte) and would
 # crowd the budget.
@@ -25,7 +25,7 @@ LARGEST_FILE = 64 * 1024
 class CachedFile(OpenFile):
     """An OpenFile without an fd: its bytes are in ``data`` (``close`` does nothing)."""
 
-    __slots__ = ("data", "identity")
+    __slots__ = ("_whole_get", "_whole_head", "data", "identity")
 
     def __init__(self, data: bytes, identity: tuple[int, int, int, int, int], opened: OpenFile):
         super().__init__(
@@ -33,6 +33,13 @@ class CachedFile(OpenFile):
         )
         self.data = data
         self.identity = identity
+        # Planned once: most requests for a small file are a plain GET of all of it. The
+        # plans' header lists are shared by every such response (never mutated downstream).
+        self._whole_get = OpenFile.whole_plan(self, b"GET")
+        self._whole_head = OpenFile.whole_plan(self, b"HEAD")
+
+    def whole_plan(self, method: bytes) -> FilePlan:
+        return self._whole_get if method == b"GET" else self._whole_head
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -63,8 +70,8 @@ class SmallFiles:
         except OSError:
             self._drop(real)
             return None
-        now = _identity(st)
-        if now != entry.identity or (dev, ino, ctime_ns) != now[:3]:
+        now = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)  # _identity
+        if now != entry.identity or now[1] != ino or now[2] != ctime_ns or now[0] != dev:
             self._drop(real)
             return None
         return entry

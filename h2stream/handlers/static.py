@@ -55,7 +55,7 @@ class StaticFiles:
         if method != b"GET" and not head:
             exchange.respond_bytes(405, _REASONS[405], extra=[ALLOW])
             return
-        opened = self.root.open(exchange.path, content_ok=True)
+        opened = self.root.open(exchange.path, True)  # content_ok: small files from memory
         if not isinstance(opened, OpenFile):
             if opened == 404 or opened == 403:
                 self._no_file(exchange, opened, head)
@@ -65,7 +65,9 @@ class StaticFiles:
         if type(opened) is CachedFile:
             plan = plan_file_response(method, exchange.headers, opened)
             body = None
-            if plan.length:
+            if plan.length == opened.size:
+                body = BytesBody(opened.data)
+            elif plan.length:
                 body = BytesBody(opened.data[plan.offset : plan.offset + plan.length])
             exchange.respond(plan.status, plan.headers, body)
             return

@@ -1,20 +1,23 @@
 """One HTTP/1.1 (or 1.0) connection's state, with no I/O.
 
 Bytes go in through :meth:`Http1Connection.receive`, parsed by llhttp (``httptools``); each
-request becomes an :class:`Http1Exchange` handed to the same handler HTTP/2 streams get. Output
-goes out through an :class:`Http1Sink`: the response head as raw bytes, the body as the
-HTTP/2 DATA frames every :class:`~h2stream.core.framing.Body` already writes, which the sink
-unwraps into raw bytes (``content-length``) or chunks (``transfer-encoding: chunked``).
+request becomes an :class:`~h2stream.http1.exchange.Http1Exchange` handed to the same handler
+HTTP/2 streams get. Output goes out through an :class:`Http1Sink`: the response head as raw
+bytes, a body in memory in the same write, any other body as the HTTP/2 DATA frames every
+:class:`~h2stream.core.framing.Body` already writes, which the sink unwraps into raw bytes
+(``content-length``) or chunks (``transfer-encoding: chunked``).
 
 Requests are answered one at a time, in order. Pipelined requests are parsed ahead (their body
 bytes kept) up to ``http1_pipeline_depth``; past that, or while a handler leaves body bytes
 unread, the connection asks the I/O layer to stop reading, so TCP's window is the flow control.
+
+The per-request path is the server's hottest: a request answered from memory (a small file,
+an error page) is parsed, handled, written and finished inside the one ``receive`` call, with
+one write, no frame and no turn of the loop in between.
 """
 
 from __future__ import annotations
 
-import collections
-import http
 import logging
 import time
 from collections.abc import Callable
@@ -25,21 +28,22 @@ import httptools
 from h2stream.config import Config
 from h2stream.core import requestid
 from h2stream.core import sniff as h2c
-from h2stream.core.exchange import (
-    NO_ADDRESSES,
-    TEXT_PLAIN,
-    Addresses,
-    Cancellable,
-    ExchangeObserver,
-    Handler,
-    Headers,
-    RequestBodySink,
-    ResetCode,
-)
+from h2stream.core.exchange import NO_ADDRESSES, ExchangeObserver, Handler, Headers, ResetCode
 from h2stream.core.framing import Body, BytesBody, FrameSink
 from h2stream.core.limits import limit_event
-from h2stream.core.session import DATES, SERVER_NAME
 from h2stream.core.stats import STATS
+from h2stream.http1 import upgrade
+from h2stream.http1.exchange import CONTINUE, Http1Exchange
+from h2stream.http1.head import DATE_LINE, STATUS_LINES, status_and_fields
+from h2stream.http1.request import (
+    CLIENT_ID,
+    CONTROL,
+    EXPECT_CONTINUE,
+    PATH_FIELD,
+    TRAILERS,
+    Http1Error,
+    request_fields,
+)
 
 log = logging.getLogger("h2stream.http1")
 
@@ -58,17 +62,10 @@ ZERO_COPY_RUN = 1 << 62
 # which reading pauses.
 BODY_WINDOW = 65536
 
-_REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
-_STATUS_LINES = {
-    (version, code): b"HTTP/%s %d %s\r\n" % (version, code, reason)
-    for version in (b"1.1", b"1.0")
-    for code, reason in _REASONS.items()
-}
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# Control bytes llhttp lets through in a target or a field value (it refuses CR, LF and NUL
-# in most places, not all): none may reach a handler or a log.
-_CONTROL = bytes(range(0x20)).replace(b"\t", b"") + b"\x7f"
-_STRIP_CONTROL = bytes.maketrans(b"", b"")
+# How a head ends: the connection's fate, then the blank line.
+_CLOSE = b"connection: close\r\n\r\n"
+_KEEP_ALIVE_1_0 = b"connection: keep-alive\r\n\r\n"
+_END = b"\r\n"
 
 
 class Http1Sink(FrameSink, Protocol):
@@ -83,234 +80,52 @@ class Http1Sink(FrameSink, Protocol):
     def flush(self) -> None: ...
 
 
-class Http1Error(Exception):
-    """A request this connection answers with ``status`` and then closes."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class Http1Exchange:
-    """One request/response on an HTTP/1.x connection: the HTTP/1.1 side of
-    :class:`~h2stream.core.exchange.Exchange` and of its record."""
-
-    __slots__ = (
-        "_buffered",
-        "_conn",
-        "_unconsumed",
-        "body_done",
-        "bytes_sent",
-        "close_after",
-        "expect_continue",
-        "finished",
-        "first_byte_at",
-        "headers",
-        "http_version",
-        "log_note",
-        "method",
-        "mode",
-        "path",
-        "request_body",
-        "request_id",
-        "reset_by_peer",
-        "reset_code",
-        "started",
-        "status",
-        "stream_id",
-        "task",
-        "trailers_wanted",
-    )
-
-    def __init__(
-        self,
-        conn: Http1Connection,
-        number: int,
-        version: str,
-        method: bytes,
-        path: bytes,
-        headers: Headers,
-    ) -> None:
-        self._conn = conn
-        self.stream_id = number
-        self.http_version = version
-        self.method = method
-        self.path = path
-        self.headers = headers
-        self.request_id = ""
-        # What the handler adds to its access log line (gRPC's status).
-        self.log_note = ""
-        self.task: Cancellable | None = None
-        self.status = 0
-        self.bytes_sent = 0
-        self.mode = ""
-        self.reset_code: int | None = None
-        self.reset_by_peer = False
-        self.started = time.monotonic()
-        self.first_byte_at = 0.0
-        self.request_body: RequestBodySink | None = None
-        # Body bytes that arrived before a reader (or before this request's turn).
-        self._buffered: list[bytes] = []
-        self._unconsumed = 0
-        # The whole request body has been parsed (message complete).
-        self.body_done = False
-        # Our side is complete (response sent, or reset).
-        self.finished = False
-        self.close_after = False
-        self.expect_continue = False  # Expect: 100-continue, not answered yet
-        self.trailers_wanted = False
-
-    # -- the exchange: the request -----------------------------------------------------
-
-    @property
-    def request_ended(self) -> bool:
-        return self.body_done and not self._buffered
-
-    @property
-    def open(self) -> bool:
-        return not self.finished and not self._conn.closed
-
-    @property
-    def peer(self) -> str:
-        return self._conn.peer
-
-    @property
-    def addresses(self) -> Addresses:
-        return self._conn.addresses
-
-    @property
-    def tls(self) -> bool:
-        return self._conn.tls
-
-    def read_body(self, sink: RequestBodySink) -> None:
-        if not self.open:
-            sink.end(ConnectionResetError("connection closed"))
-            return
-        self.request_body = sink
-        if self.expect_continue and not self.body_done and not self.status:
-            # The client waits for this before sending the body (RFC 9110 section 10.1.1).
-            self.expect_continue = False
-            self._conn.sink.write_raw(_CONTINUE)
-            self._conn.wake()
-        buffered, self._buffered = self._buffered, []
-        for chunk in buffered:
-            sink.feed(chunk, len(chunk))
-        if self.body_done:
-            sink.end()
-
-    def feed(self, data: bytes) -> None:
-        """Body bytes from the parser."""
-        STATS.request_body_bytes += len(data)
-        reader = self.request_body
-        if self.finished:
-            return  # answered already: the rest of the body is drained
-        self._unconsumed += len(data)
-        self._conn.unconsumed += len(data)
-        if reader is not None:
-            reader.feed(data, len(data))
-        else:
-            self._buffered.append(data)
-
-    def end_body(self) -> None:
-        self.body_done = True
-        if self.request_body is not None and not self.finished:
-            self.request_body.end()
-
-    def consumed(self, length: int) -> None:
-        length = min(length, self._unconsumed)
-        self._unconsumed -= length
-        self._conn.body_consumed(length)
-
-    # -- the exchange: the answer ------------------------------------------------------
-
-    def respond(self, status: int, headers: Headers, body: Body | None) -> None:
-        self._conn.respond(self, status, headers, body)
-
-    def respond_bytes(
-        self,
-        status: int,
-        body: bytes,
-        content_type: bytes = TEXT_PLAIN,
-        extra: Headers | None = None,
-        head: bool = False,
-    ) -> None:
-        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
-        if extra:
-            headers.extend(extra)
-        self._conn.respond(self, status, headers, None if head or not body else BytesBody(body))
-
-    def answer_and_stop(self, status: int, message: bytes, extra: Headers | None = None) -> None:
-        # A body still arriving is refused: HTTP/1.1 can only close after the response.
-        if not self.body_done:
-            self.close_after = True
-        self.respond_bytes(status, message, extra=extra)
-
-    def reset(self, code: ResetCode) -> None:
-        self._conn.reset(self, code)
-
-    def body_ready(self) -> None:
-        self._conn.wake()
-
-    def wake(self) -> None:
-        self._conn.wake()
-
-    def drop_body(self) -> int:
-        """Forget body bytes nobody will read; returns how many were held."""
-        held = self._unconsumed
-        self._unconsumed = 0
-        self._buffered = []
-        return held
-
-
-def _version_bytes(version: str) -> bytes:
-    return b"1.0" if version == "1.0" else b"1.1"
-
-
-def _body_framing(request: h2c.Http1Request) -> bytes:
-    """The field that frames a request's body (llhttp checked it already), or b"" for none."""
-    if request.get(b"transfer-encoding") is not None:
-        return b"transfer-encoding: chunked\r\n"
-    length = request.get(b"content-length")
-    if length is not None and length.strip() not in (b"", b"0"):
-        return b"content-length: " + length.strip() + b"\r\n"
-    return b""
-
-
-class _AfterIgnoredUpgrade:
-    """The parser's callbacks once an Upgrade request was served as HTTP/1.x: the stand-in
-    head that frames its body (see Http1Connection._upgrade) is skipped; its body, and every
-    request after it on the connection, go to the connection as usual."""
-
-    def __init__(self, connection: Http1Connection) -> None:
-        self._connection = connection
-        self._stand_in = True
-
-    def on_message_begin(self) -> None:
-        if not self._stand_in:
-            self._connection.on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        if not self._stand_in:
-            self._connection.on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._stand_in:
-            self._connection.on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        if not self._stand_in:
-            self._connection.on_headers_complete()
-
-    def on_body(self, body: bytes) -> None:
-        self._connection.on_body(body)
-
-    def on_message_complete(self) -> None:
-        self._connection.on_message_complete()
-        self._stand_in = False
-
-
 class Http1Connection:
     """One HTTP/1.x connection: the parser, the request queue and the response in progress."""
+
+    # Slots: a thousand idle keep-alive connections are a thousand of these (C-many); a
+    # dict of this many attributes costs about 1.5 KiB more each.
+    __slots__ = (
+        "_advancing",
+        "_body",
+        "_cap",
+        "_chunked",
+        "_depth",
+        "_fed_before",
+        "_fields",
+        "_handler",
+        "_head_mark",
+        "_head_size",
+        "_held",
+        "_ids_for_all",
+        "_in_head",
+        "_max_fields",
+        "_max_head",
+        "_on_close",
+        "_on_stream_end",
+        "_on_upgrade",
+        "_parser",
+        "_parsing",
+        "_queue",
+        "_reading",
+        "_request_id",
+        "_scheme",
+        "_set_reading",
+        "_tls",
+        "_url",
+        "addresses",
+        "closed",
+        "config",
+        "current",
+        "draining",
+        "head_since",
+        "peer",
+        "received",
+        "requests",
+        "sink",
+        "unconsumed",
+        "wake",
+    )
 
     def __init__(
         self,
@@ -335,15 +150,19 @@ class Http1Connection:
         self._on_upgrade = on_upgrade
         self._parser = httptools.HttpRequestParser(self)
         self._request_id = requestid.resolver(config)
+        # Ids are made up for every request (the access log is on), not only echoed.
+        self._ids_for_all = self._request_id is not requestid.incoming
         self.peer = "-"
         self.addresses = NO_ADDRESSES
-        self.tls = False
+        self._tls = False
+        self._scheme = b"http"
         self.closed = False
         # Set by a graceful drain: the exchange in progress is the last.
         self.draining = False
         # The exchange being answered, and those parsed after it (pipelining), in order.
         self.current: Http1Exchange | None = None
-        self._queue: collections.deque[Http1Exchange] = collections.deque()
+        # A list, not a deque: the depth is small, and an empty deque is a 0.6 KiB block.
+        self._queue: list[Http1Exchange] = []
         self._body: Body | None = None
         self._chunked = False
         self.requests = 0
@@ -353,7 +172,7 @@ class Http1Connection:
         self._reading = True
         # The request being parsed.
         self._parsing: Http1Exchange | None = None
-        self._url: list[bytes] = []
+        self._url = b""
         self._fields: Headers = []
         self._head_size = 0
         self._in_head = False
@@ -373,6 +192,15 @@ class Http1Connection:
         self._depth = config.http1_pipeline_depth
         cap = config.max_requests_per_connection
         self._cap = cap if cap else 1 << 62
+
+    @property
+    def tls(self) -> bool:
+        return self._tls
+
+    @tls.setter
+    def tls(self, value: bool) -> None:
+        self._tls = value
+        self._scheme = b"https" if value else b"http"
 
     # -- what the timeouts read --------------------------------------------------------
 
@@ -411,7 +239,7 @@ class Http1Connection:
             self._fail(exc.status, str(exc))
             return False
         self._check_reading()
-        return self.pump()
+        return self._body is not None and self.pump()
 
     def _take(self, data: bytes) -> None:
         """Parse ``data`` a request head at a time while fewer than the pipelining depth wait;
@@ -434,8 +262,8 @@ class Http1Connection:
     def _feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._upgrade(data, int(upgrade.args[0]))
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(data, int(exc.args[0]))
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, Http1Error):
                 raise exc.__context__ from None
@@ -456,7 +284,7 @@ class Http1Connection:
         self._in_head = True
         self._head_size = 0
         self._head_mark = self._fed_before
-        self._url = []
+        self._url = b""
         self._fields = []
         self.head_since = time.monotonic()
 
@@ -465,21 +293,44 @@ class Http1Connection:
         if self._head_size > self._max_head:
             limit_event("http1_request_line")
             raise Http1Error(414, "request target too long")
-        self._url.append(url)
+        self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
         if self._head_size > self._max_head:
             limit_event("http1_head_size")
             raise Http1Error(431, "request head too large")
-        if len(self._fields) >= self._max_fields:
+        fields = self._fields
+        if len(fields) >= self._max_fields:
             limit_event("http1_header_count")
             raise Http1Error(431, "too many header fields")
-        self._fields.append((name.lower(), value))
+        if value != value.translate(None, CONTROL):  # has_control, inlined: once per field
+            raise Http1Error(400, "control character in a header value")
+        fields.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        """A head is complete: its exchange joins the queue (checked, numbered, flagged)."""
         self._in_head = False
-        exchange = self._build()
+        parser = self._parser
+        version = parser.get_http_version()
+        method = parser.get_method()
+        headers, notes = request_fields(method, version, self._url, self._fields, self._scheme)
+        self.requests += 1
+        exchange = Http1Exchange(
+            self, self.requests, version, method, headers[PATH_FIELD][1], headers, self.head_since
+        )
+        if notes & CLIENT_ID or self._ids_for_all:
+            exchange.request_id = self._request_id(headers)
+        if notes & EXPECT_CONTINUE:
+            exchange.expect_continue = True
+        if notes & TRAILERS:
+            exchange.trailers_wanted = True
+        if self.requests >= self._cap:
+            if parser.should_keep_alive():
+                limit_event("requests_per_connection")
+            exchange.close_after = True
+        elif not parser.should_keep_alive():
+            exchange.close_after = True
         self._parsing = exchange
         self._queue.append(exchange)
 
@@ -493,69 +344,6 @@ class Http1Connection:
         if parsing is not None:
             parsing.end_body()
 
-    def _build(self) -> Http1Exchange:
-        parser = self._parser
-        version = parser.get_http_version()
-        method = parser.get_method()
-        target = b"".join(self._url)
-        fields = self._fields
-        if _has_control(target):
-            raise Http1Error(400, "control character in the request target")
-        host: bytes | None = None
-        lengths: set[bytes] = set()
-        for name, value in fields:
-            if _has_control(value):
-                raise Http1Error(400, "control character in a header value")
-            if name == b"host":
-                if host is not None:
-                    raise Http1Error(400, "more than one host field")
-                host = value
-            elif name == b"content-length":
-                lengths.add(value.strip())
-            elif name == b"transfer-encoding" and value.strip().lower() != b"chunked":
-                # Only chunked is understood; anything else cannot be framed (RFC 9112 6.1).
-                raise Http1Error(501, "unsupported transfer-encoding")
-        if len(lengths) > 1:
-            raise Http1Error(400, "differing content-length fields")
-        if not target.startswith(b"/"):
-            if target == b"*" and method == b"OPTIONS":
-                pass
-            elif target.startswith((b"http://", b"https://")):
-                # Absolute form (RFC 9112 section 3.2.2): its authority replaces Host.
-                try:
-                    url = httptools.parse_url(target)
-                except httptools.HttpParserInvalidURLError:
-                    raise Http1Error(400, "malformed request target") from None
-                host = url.host + (b":%d" % url.port if url.port else b"")
-                target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
-            else:
-                raise Http1Error(400, "malformed request target")
-        if host is None:
-            if version != "1.0":
-                raise Http1Error(400, "missing host field")
-            host = b""
-        self.requests += 1
-        headers: Headers = [
-            (b":method", method),
-            (b":scheme", b"https" if self.tls else b"http"),
-            (b":authority", host),
-            (b":path", target),
-        ]
-        headers.extend(fields)
-        exchange = Http1Exchange(self, self.requests, version, method, target, headers)
-        exchange.request_id = self._request_id(headers)
-        keep_alive = parser.should_keep_alive()
-        if not keep_alive or self.requests >= self._cap:
-            if keep_alive:
-                limit_event("requests_per_connection")
-            exchange.close_after = True
-        for name, value in fields:
-            if name == b"expect" and value.lower() == b"100-continue" and version != "1.0":
-                exchange.expect_continue = True
-            elif name == b"te" and b"trailers" in value.lower():
-                exchange.trailers_wanted = True
-        return exchange
-
     def _upgrade(self, data: bytes, offset: int) -> None:
         """llhttp stopped at an Upgrade request: take h2c if we may, else serve it here."""
         exchange = self._parsing
@@ -566,7 +354,7 @@ class Http1Connection:
         request = h2c.Http1Request(
             exchange.method,
             exchange.path,
-            b"HTTP/" + _version_bytes(exchange.http_version),
+            b"HTTP/1.0" if exchange.http_version == "1.0" else b"HTTP/1.1",
             exchange.headers[4:],
         )
         settings = h2c.upgrade_settings(request)
@@ -591,11 +379,11 @@ class Http1Connection:
         # ignore the Upgrade; an HTTP/1.0 one must be ignored), and keep-alive goes on.
         # llhttp stopped at the end of the head and left any body unparsed; a fresh parser
         # reads it behind a stand-in head that carries only its framing.
-        framing = _body_framing(request)
+        framing = upgrade.body_framing(request)
         if framing:
             exchange.body_done = False  # llhttp called it complete at the head
-            self._parser = httptools.HttpRequestParser(_AfterIgnoredUpgrade(self))
-            self._parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n")
+            self._parser = httptools.HttpRequestParser(upgrade.AfterIgnoredUpgrade(self))
+            self._parser.feed_data(upgrade.stand_in_head(framing))
         else:
             exchange.end_body()
         if rest:
@@ -619,7 +407,7 @@ class Http1Connection:
                     held, self._held = self._held, b""
                     self._take(held)
                     continue
-                exchange = queue.popleft()
+                exchange = queue.pop(0)
                 self.current = exchange
                 STATS.streams_active += 1
                 STATS.streams_total += 1
@@ -650,53 +438,107 @@ class Http1Connection:
             if body is not None:
                 body.close()
             return
-        exchange.status = status
-        if exchange.expect_continue:  # the body was never asked for
-            exchange.close_after = exchange.close_after or not exchange.body_done
-        if self.draining:
-            exchange.close_after = True
-        version = _version_bytes(exchange.http_version)
-        if version == b"1.0" and status < 200:
-            status = 200  # an HTTP/1.0 client knows no 1xx
-        head = [_STATUS_LINES.get((version, status)) or b"HTTP/%s %d \r\n" % (version, status)]
-        length_given = False
-        for name, value in headers:
-            if name == b"content-length":
-                length_given = True
-            head.append(name + b": " + value + b"\r\n")
-        no_body = status in (204, 304) or status < 200 or exchange.method == b"HEAD"
-        if body is not None and (no_body or body.done):
+        version, status = self._answering(exchange, status)
+        if status in (204, 304) or status < 200 or exchange.method == b"HEAD":
+            if body is not None:
+                body.close()
+            self._respond_whole(exchange, version, status, headers, None)
+        elif body is None:
+            self._respond_whole(exchange, version, status, headers, b"")
+        elif type(body) is BytesBody and not body.done:
+            # In memory: written behind the head in the same write, the exchange done at
+            # once (no frames to cut, no turn to wait for).
+            exchange.mode = body.mode
+            self._respond_whole(exchange, version, status, headers, body.take_rest())
+        elif body.done:
             body.close()
-            body = None
+            self._respond_whole(exchange, version, status, headers, b"")
+        else:
+            self._respond_streamed(exchange, version, status, headers, body)
+
+    def respond_payload(
+        self, exchange: Http1Exchange, status: int, headers: Headers, payload: bytes
+    ) -> None:
+        """A whole response from memory (``payload`` may be empty)."""
+        if exchange is not self.current or exchange.status or self.closed:
+            return
+        version, status = self._answering(exchange, status)
+        if status in (204, 304) or status < 200 or exchange.method == b"HEAD":
+            self._respond_whole(exchange, version, status, headers, None)
+            return
+        if payload:
+            exchange.mode = "copy"
+            STATS.body_bytes_copy += len(payload)
+        self._respond_whole(exchange, version, status, headers, payload)
+
+    def _respond_whole(
+        self,
+        exchange: Http1Exchange,
+        version: bytes,
+        status: int,
+        headers: Headers,
+        payload: bytes | memoryview | None,
+    ) -> None:
+        """Head and body in one write, and the exchange ends here. ``payload`` None: a
+        response that has no body (HEAD, 204, 304), whatever its fields say."""
+        head, length_given = status_and_fields(version, status, headers)
+        parts: list[bytes | memoryview] = [head]
+        if payload is not None and not length_given:
+            parts.append(b"content-length: %d\r\n" % len(payload))
+        self._end_head(exchange, version, parts)
+        if payload:
+            parts.append(payload)
+            exchange.first_byte_at = time.monotonic()
+            exchange.bytes_sent = len(payload)
+        self.sink.write_raw(b"".join(parts))
+        self._finish(exchange)
+
+    def _respond_streamed(
+        self, exchange: Http1Exchange, version: bytes, status: int, headers: Headers, body: Body
+    ) -> None:
+        """The head now, the body as the socket takes it (:meth:`pump`)."""
+        head, length_given = status_and_fields(version, status, headers)
+        parts: list[bytes | memoryview] = [head]
         chunked = False
-        if body is None:
-            if not length_given and not no_body:
-                head.append(b"content-length: 0\r\n")
-        elif not length_given:
+        if not length_given:
             if version == b"1.1":
                 chunked = True
-                head.append(b"transfer-encoding: chunked\r\n")
+                parts.append(b"transfer-encoding: chunked\r\n")
             else:
                 exchange.close_after = True  # the end of the body is the end of the connection
-        head.append(b"date: " + DATES.get() + b"\r\nserver: " + SERVER_NAME + b"\r\n")
-        if exchange.request_id:
-            head.append(requestid.HEADER + b": " + exchange.request_id.encode() + b"\r\n")
-        if exchange.close_after:
-            head.append(b"connection: close\r\n\r\n")
-        elif version == b"1.0":
-            head.append(b"connection: keep-alive\r\n\r\n")
-        else:
-            head.append(b"\r\n")
+        self._end_head(exchange, version, parts)
         sink = self.sink
-        sink.write_raw(b"".join(head))
-        if body is None:
-            self._finish(exchange)
-            return
+        sink.write_raw(b"".join(parts))
         self._body = body
         self._chunked = chunked
         sink.start_body(chunked)
         if body.wakes_itself:
             body.set_waker(self.wake)
+
+    def _answering(self, exchange: Http1Exchange, status: int) -> tuple[bytes, int]:
+        """Record the status; the version and status line the head carries."""
+        exchange.status = status
+        if exchange.expect_continue and not exchange.body_done:
+            exchange.close_after = True  # the body was never asked for
+        if exchange.http_version == "1.0":
+            return b"1.0", 200 if status < 200 else status  # an HTTP/1.0 client knows no 1xx
+        return b"1.1", status
+
+    def _end_head(
+        self, exchange: Http1Exchange, version: bytes, parts: list[bytes | memoryview]
+    ) -> None:
+        parts.append(DATE_LINE.get())
+        if exchange.request_id:
+            parts.append(requestid.HEADER + b": " + exchange.request_id.encode() + b"\r\n")
+        if exchange.close_after or self.draining:
+            exchange.close_after = True
+            parts.append(_CLOSE)
+        else:
+            parts.append(_KEEP_ALIVE_1_0 if version == b"1.0" else _END)
+
+    def send_continue(self) -> None:
+        self.sink.write_raw(CONTINUE)
+        self.wake()
 
     def pump(self) -> bool:
         """Write the current body while the sink takes it; True when a turn ran out. A body
@@ -752,6 +594,8 @@ class Http1Connection:
         if exchange.close_after or self.draining:
             self._close()
             return
+        if self._advancing:
+            return  # inside _advance's loop, which takes the next request itself
         try:
             self._advance()
         except Http1Error as exc:  # in bytes held back by the pipelining depth
@@ -763,22 +607,24 @@ class Http1Connection:
         if exchange.finished:
             return
         exchange.finished = True
-        body = self._body
-        if body is not None and exchange is self.current:
-            exchange.mode = body.mode
-            body.close()
-            self._body = None
         if exchange is self.current:
+            body = self._body
+            if body is not None:
+                exchange.mode = body.mode
+                body.close()
+                self._body = None
             self.current = None
             STATS.streams_active -= 1
-        self.unconsumed -= exchange.drop_body()
-        reader = exchange.request_body
-        if reader is not None and not exchange.body_done:
-            reader.end(ConnectionResetError("exchange ended"))
+        held = exchange.drop_body()
+        if held:
+            self.unconsumed -= held
         if not exchange.body_done:
+            reader = exchange.request_body
+            if reader is not None:
+                reader.end(ConnectionResetError("exchange ended"))
             exchange.close_after = True  # the rest of its body is not worth reading
         task = exchange.task
-        if task is not None and not task.done() and exchange.reset_code is not None:
+        if task is not None and exchange.reset_code is not None and not task.done():
             task.cancel()
         if self._on_stream_end is not None:
             self._on_stream_end(exchange)
@@ -804,15 +650,14 @@ class Http1Connection:
             limit_event("http1_bad_request")
         exchange = self.current
         if exchange is None or not exchange.status:
-            version = b"1.1"
             body = message.encode() + b"\n"
             self.sink.write_raw(
-                (_STATUS_LINES.get((version, status)) or b"HTTP/1.1 400 Bad Request\r\n")
-                + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-                % len(body)
-                + b"date: " + DATES.get() + b"\r\nserver: " + SERVER_NAME
-                + b"\r\nconnection: close\r\n\r\n" + body
-            )  # fmt: skip
+                (STATUS_LINES.get((b"1.1", status)) or b"HTTP/1.1 400 Bad Request\r\n")
+                + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)
+                + DATE_LINE.get()
+                + _CLOSE
+                + body
+            )
         if exchange is not None:
             exchange.close_after = True
             if exchange.status:
@@ -862,8 +707,3 @@ class Http1Connection:
             if exchange.reset_code is None:
                 exchange.reset_code = int(ResetCode.CANCEL)
             self._forget(exchange)
-
-
-def _has_control(value: bytes) -> bool:
-    """Whether ``value`` holds a control byte (HT allowed)."""
-    return value != value.translate(_STRIP_CONTROL, _CONTROL)

@@ -42,8 +42,9 @@ class Http1TransportSink(TransportSink):
         # Zero-copy sends raw bytes: never inside chunks.
         self.use_sendfile = self._sendfile and not chunked
 
-    def write_raw(self, data: bytes) -> None:
-        TransportSink.write(self, data)
+    # Bytes that are not a body frame go out as queued bytes: the base class's write itself,
+    # with no call in between (a head and its in-memory body per response).
+    write_raw = TransportSink.write
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         left = self._left
