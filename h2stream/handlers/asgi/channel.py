@@ -114,7 +114,10 @@ class Channel:
         self._started = False  # the response headers went to the exchange
         self._done = False  # the whole response is with the exchange
         self._finished = False  # the app's coroutine returned
-        exchange.read_body(self)
+        if exchange.request_ended:
+            self._ended = True  # what read_body would say at once, without the calls
+        else:
+            exchange.read_body(self)
 
     @property
     def buffered(self) -> int:
@@ -410,7 +413,10 @@ class Channel:
             exchange.task = None
         if self._ended:
             # Nothing more arrives: unread chunks' credit goes back, then the exchange goes.
-            self._disconnect()
+            if self._queue is None and self._waiter is None:
+                self._disconnected = True  # all _disconnect would do here
+            else:
+                self._disconnect()
             self._exchange = _GONE
 
     def _fail(self) -> None:

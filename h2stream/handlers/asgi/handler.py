@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 from urllib.parse import unquote
 
@@ -55,11 +56,20 @@ class AsgiHandler:
         self._limit = config.max_request_body
         self._root_path = config.root_path
         self._raw_root = config.root_path.encode("utf-8")
-        # The fields every request shares: copied, then the request's own are set.
+        # The scope of every request, copied, then the request's own fields set: with every
+        # key in it already, the copy is presized and the sets replace values.
         self._template: dict[str, Any] = {
             "type": "http",
             "asgi": dict(ASGI_INFO),
+            "http_version": "",
+            "method": "",
+            "scheme": "",
+            "path": "",
+            "raw_path": b"",
+            "query_string": b"",
             "root_path": config.root_path,
+            "headers": [],
+            "client": None,
             "server": None,
             "extensions": EXTENSIONS,
         }
@@ -88,8 +98,18 @@ class AsgiHandler:
         # Before the app runs: a reset that comes while it runs must find it.
         exchange.task = channel
         coro = channel.run(self.app, self.scope(exchange, raw, headers), self._tasks)
+        loop = asyncio.get_running_loop()
+        if sys.version_info >= (3, 12):
+            # The app's first step runs now, as a task (current_task() is the app's own, which
+            # anyio's cancel scopes need): a response that needs no real wait is framed in
+            # this read, its objects freed before the next request's are made.
+            task = asyncio.Task(coro, loop=loop, eager_start=True)
+            if task.done():
+                return
+        else:
+            task = loop.create_task(coro)
         # A reference until it ends (Channel.run drops it): the loop keeps only weak ones.
-        self._tasks.add(asyncio.get_running_loop().create_task(coro))
+        self._tasks.add(task)
 
     def scope(self, exchange: Exchange, raw: bytes, headers: Headers) -> dict[str, Any]:
         """The HTTP scope of one request (ASGI HTTP spec 2.4): ``raw`` is its target,
@@ -131,7 +151,7 @@ def asgi_headers(fields: Headers) -> tuple[Headers, bytes | None]:
     host = length = None
     for field in fields:
         name = field[0]
-        if name[:1] == b":":
+        if name[0] == 0x3A:  # ":" (names are never empty: h2 and llhttp refuse them)
             if name == b":authority":
                 host = field[1]
         elif name == b"host":
