@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.scenarios import Load, Scenario
 from bench.servers.base import TLS, Context, Launch, Server
-from bench.servers.h2stream import _described
+from bench.servers.h2stream import H2StreamBaseline, _described
 from bench.servers.python_peers import (
     APP_MODULE,
     AsgiPeer,
@@ -45,9 +45,13 @@ class H2StreamAsgi(AsgiPeer):
     def version(self) -> str:
         return _described(Path(__file__).resolve().parents[1])
 
+    def checkout(self, ctx: Context) -> Path:
+        return ctx.repo
+
     def launch(self, ctx: Context, proto: str, port: int) -> Launch:
         env = self._prepare(ctx)
-        env["PYTHONPATH"] = str(ctx.repo)
+        # The checkout first on the path, so an installed h2stream cannot answer instead.
+        env["PYTHONPATH"] = str(self.checkout(ctx))
         argv = [sys.executable, "-m", "h2stream", "serve", "--app", f"{self.app_module}:app"]
         argv += ["--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
         if proto == TLS:
@@ -59,6 +63,24 @@ class H2StreamAsgiMemory(H2StreamAsgi):
     name = "h2stream-asgi-mem"
     mode = "memory"
     memory = True
+
+
+class H2StreamAsgiMemoryBaseline(H2StreamAsgiMemory):
+    """The raw ASGI app from memory on another checkout (``BENCH_BASELINE``, as for
+    ``h2stream-baseline``): before/after ratios of the ASGI path in one run."""
+
+    name = "h2stream-asgi-mem-baseline"
+    notes = ("--app (ASGI 3) from the BENCH_BASELINE checkout",)
+    _baseline = H2StreamBaseline()
+
+    def unavailable(self) -> str | None:
+        return self._baseline.unavailable()
+
+    def checkout(self, ctx: Context) -> Path:
+        return self._baseline.checkout(ctx)
+
+    def version(self) -> str:
+        return self._baseline.version()
 
 
 class StarletteApp(Server):
@@ -119,6 +141,7 @@ class UvicornStarlette(StarletteApp, UvicornZttp):
 ASGI_SERVERS: tuple[Server, ...] = (
     H2StreamAsgi(),
     H2StreamAsgiMemory(),
+    H2StreamAsgiMemoryBaseline(),
     H2StreamStarlette(),
     HypercornStarlette(),
     GranianStarlette(),

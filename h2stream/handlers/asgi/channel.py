@@ -57,7 +57,16 @@ _GONE: Any = _Gone()
 
 
 def _fields(raw: Any) -> Headers:
-    """Header pairs as the exchange sends them: bytes, names lowercase (HTTP/2 requires it)."""
+    """Header pairs as the exchange sends them: bytes, names lowercase (HTTP/2 requires it).
+
+    The app's own list when it already is that (frameworks send lowercase bytes): the
+    exchange copies it into the response head at once and never changes it."""
+    if type(raw) is list:
+        for name, value in raw:
+            if type(name) is not bytes or type(value) is not bytes or not name.islower():
+                break
+        else:
+            return raw
     return [(bytes(name).lower(), bytes(value)) for name, value in raw]
 
 
@@ -76,6 +85,7 @@ class Channel:
         "_finished",
         "_head",
         "_headers",
+        "_limit",
         "_queue",
         "_started",
         "_status",
@@ -86,8 +96,10 @@ class Channel:
 
     def __init__(self, exchange: Exchange, limit: int) -> None:
         self._exchange = exchange
-        # Request body chunks, their credit given back as the app receives them.
-        self._queue = BodyQueue(exchange, limit)
+        self._limit = limit
+        # Request body chunks, their credit given back as the app receives them: made with
+        # the first chunk (most requests have none).
+        self._queue: BodyQueue | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False  # the request body is complete (or broken)
         self._body_end_sent = False  # the app was given more_body=False
@@ -96,26 +108,34 @@ class Channel:
         self._headers: Headers = []
         self._head = exchange.method == b"HEAD"
         self._trailers_expected = False
-        self._trailers: Headers = []
+        self._trailers: Headers | None = None
         self._awaiting_trailers = False  # the body ended; announced trailers still to come
         self._body: ChunkBody | None = None
         self._started = False  # the response headers went to the exchange
         self._done = False  # the whole response is with the exchange
         self._finished = False  # the app's coroutine returned
-        exchange.read_body(self)
+        if exchange.request_ended:
+            self._ended = True  # what read_body would say at once, without the calls
+        else:
+            exchange.read_body(self)
 
     @property
     def buffered(self) -> int:
         """Request body bytes received but not yet handed to the app (what the server holds)."""
-        return self._queue.buffered
+        queue = self._queue
+        return 0 if queue is None else queue.buffered
 
     # -- RequestBodySink ------------------------------------------------------------------
 
     def feed(self, data: bytes, flow_controlled_length: int) -> None:
-        if self._ended:
+        if self._ended or self._disconnected:
+            # Nobody will read it: its credit goes back at once.
             self._exchange.consumed(flow_controlled_length)
             return
-        if not self._queue.push(data, flow_controlled_length):
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = BodyQueue(self._exchange, self._limit)
+        if not queue.push(data, flow_controlled_length):
             self._too_large()
             return
         self._wake()
@@ -124,7 +144,8 @@ class Channel:
         self._ended = True
         if error is not None:
             self._disconnect()
-        self._wake()
+        elif self._waiter is not None:
+            self._wake()
 
     # -- Cancellable: the connection's view of the app's task -----------------------------
 
@@ -139,7 +160,8 @@ class Channel:
         if self._disconnected:
             return
         self._disconnected = True
-        self._queue.discard()
+        if self._queue is not None:
+            self._queue.discard()
         self._wake()
 
     def _wake(self) -> None:
@@ -164,9 +186,10 @@ class Channel:
 
     async def receive(self) -> Message:
         while True:
-            data = self._queue.take()
+            queue = self._queue
+            data = None if queue is None else queue.take()
             if data is not None:
-                last = self._ended and not self._queue
+                last = self._ended and not queue
                 self._body_end_sent = last
                 return {"type": "http.request", "body": data, "more_body": not last}
             if self._disconnected or self._done:
@@ -181,11 +204,16 @@ class Channel:
     # -- send ------------------------------------------------------------------------------
 
     async def send(self, message: Message) -> None:
-        kind = message["type"]
         if self._disconnected:
             raise ClientDisconnected(f"stream {self._exchange.stream_id}: the client went away")
+        kind = message["type"]
         if kind == "http.response.body":
-            await self._send_body(message.get("body", b""), message.get("more_body", False))
+            more = message.get("more_body", False)
+            if not more and self._status and not self._started and not self._trailers_expected:
+                # The whole body in one message (the common case): one answer, no handover.
+                self._answer(message.get("body", b""))
+                return
+            await self._send_body(message.get("body", b""), more)
         elif kind == "http.response.start":
             if self._status:
                 raise RuntimeError("http.response.start sent twice")
@@ -201,6 +229,18 @@ class Channel:
         else:
             raise ValueError(f"unexpected ASGI message type {kind!r}")
 
+    def _answer(self, data: bytes) -> None:
+        """Headers and the whole body to the exchange at once; the bytes stay referenced by
+        it until framed, as a chunk would."""
+        self._started = self._done = True
+        exchange = self._exchange
+        exchange.respond(
+            self._status, self._headers, BytesBody(data) if data and not self._head else None
+        )
+        exchange.wake()
+        if self._waiter is not None:
+            self._wake()  # a receive() waiting now gets http.disconnect
+
     def _check_body_allowed(self) -> None:
         if not self._status:
             raise RuntimeError("response body before http.response.start")
@@ -209,16 +249,9 @@ class Channel:
 
     async def _send_body(self, data: bytes, more: bool) -> None:
         self._check_body_allowed()
-        exchange = self._exchange
         if not self._started:
             if not more and not self._trailers_expected:
-                # The whole body in one message (the common case): one response, no handover.
-                # The bytes stay referenced by the exchange until framed, as a chunk would.
-                self._started = True
-                body = BytesBody(data) if data and not self._head else None
-                exchange.respond(self._status, self._headers, body)
-                exchange.wake()
-                self._complete()
+                self._answer(data)
                 return
             self._start_stream()
         if self._body is None:  # HEAD: the body is discarded
@@ -266,13 +299,16 @@ class Channel:
     async def _send_trailers(self, message: Message) -> None:
         if not self._awaiting_trailers:
             raise RuntimeError("http.response.trailers without trailers announced in start")
-        self._trailers.extend(_fields(message.get("headers", ())))
+        trailers = self._trailers
+        if trailers is None:
+            trailers = self._trailers = []
+        trailers.extend(_fields(message.get("headers", ())))
         if message.get("more_trailers", False):
             return
         body_sent = self._body is not None  # HEAD: no body, no trailers
         if body_sent:
             # No fields at all: the body simply ends (an empty HEADERS frame says nothing).
-            await self._put(b"", True, self._trailers or None)
+            await self._put(b"", True, trailers or None)
         self._complete()
 
     def _send_path(self, path: str) -> None:
@@ -292,7 +328,8 @@ class Channel:
         closer = FdCloser(fd)
         headers = self._headers
         if not any(name == b"content-length" for name, _ in headers):
-            headers.append((b"content-length", b"%d" % length))
+            # A new list: it may be the app's own (see _fields).
+            headers = [*headers, (b"content-length", b"%d" % length)]
         self._started = True
         self._complete()
         body = None
@@ -331,7 +368,9 @@ class Channel:
 
     # -- the app's coroutine ---------------------------------------------------------------
 
-    async def run(self, app: AsgiApp, scope: Scope) -> None:
+    async def run(self, app: AsgiApp, scope: Scope, tasks: set[asyncio.Task[None]]) -> None:
+        """Run the app on this request; ``tasks`` is the handler's set of running app tasks,
+        which this one leaves as it ends (cheaper than a done callback, a loop turn later)."""
         exchange = self._exchange
         try:
             await app(scope, self.receive, self.send)
@@ -361,9 +400,10 @@ class Channel:
                 self._fail()
         finally:
             self._finished = True
-            self._wake()
-            exchange.wake()
+            if self._waiter is not None:
+                self._wake()
             self._let_go(exchange)
+            tasks.discard(asyncio.current_task())
 
     def _let_go(self, exchange: Exchange) -> None:
         """Break the channel <-> exchange cycle once the app is done with the request: the
@@ -373,7 +413,10 @@ class Channel:
             exchange.task = None
         if self._ended:
             # Nothing more arrives: unread chunks' credit goes back, then the exchange goes.
-            self._disconnect()
+            if self._queue is None and self._waiter is None:
+                self._disconnected = True  # all _disconnect would do here
+            else:
+                self._disconnect()
             self._exchange = _GONE
 
     def _fail(self) -> None:
@@ -387,3 +430,4 @@ class Channel:
             exchange.answer_and_stop(500, b"internal server error\n")
         else:
             exchange.reset(ResetCode.INTERNAL_ERROR)
+        exchange.wake()
