@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.support.clients import RawH2Client
-from tests.support.commands import REPO
-from tests.support.edge import proxied, read_all
-from tests.support.servers import ServerProcess
+from support.clients import RawH2Client
+from support.commands import REPO
+from support.edge import proxied, read_all
+from support.servers import ServerProcess
 
 APPS = REPO / "tests"
 APP = "asgi_apps.addresses_app:app"
