@@ -65,6 +65,8 @@ class H2Protocol(asyncio.Protocol):
         self._sniffed = b""
         self._upgrade_allowed = not tls
         self._pump_scheduled = False
+        # Output waits in the worker's FlushBatch for the end of the loop's turn.
+        self._flush_due = False
         self._reading_paused = False
         # The session stopped on its per-turn work budget: reading waits for its next turn.
         self._input_held = False
@@ -253,13 +255,18 @@ class H2Protocol(asyncio.Protocol):
         try:
             http1 = self.http1
             if http1 is not None:
-                self._after_io(http1.receive(data))
+                more = http1.receive(data)
+                if more or not self._defer_flush():
+                    self._after_io(more)
                 return
             session = self.session
             if session is not None:
                 if session.closed:
                     return  # a lingering close (see _close): input is read and dropped
-                self._after_io(session.receive(data))
+                more = session.receive(data)
+                if not more and not session.input_pending and self._defer_flush():
+                    return
+                self._after_io(more)
                 if session.input_pending:
                     self._hold_input()
                 if not self._sink.writable:  # type: ignore[union-attr]
@@ -271,6 +278,24 @@ class H2Protocol(asyncio.Protocol):
         except Exception:
             # A bug must cost one connection, never the process.
             log.exception("internal error; closing the connection")
+            self.abort()
+
+    def _defer_flush(self) -> bool:
+        """Leave this read's output to the end of the loop's turn (flushbatch.py), where the
+        worker has other connections and the transport takes more."""
+        if STATS.connections_active < 2 or not self._sink.writable:  # type: ignore[union-attr]
+            return False
+        if not self._flush_due:
+            self._flush_due = True
+            self._pools.flushes.add(self)
+        return True
+
+    def flush_deferred(self) -> None:
+        self._flush_due = False
+        try:
+            self._after_io()
+        except Exception:
+            log.exception("internal error while writing; closing the connection")
             self.abort()
 
     def _may_poll(self, session: Session) -> bool:

@@ -23,6 +23,7 @@ from h2stream.core.frames import DATA_HEADER, data_header
 from h2stream.core.framing import SinkBase
 from h2stream.core.limits import WorkerBudget
 from h2stream.core.stats import STATS
+from h2stream.io.flushbatch import FlushBatch
 from h2stream.io.readahead import ReadAhead, ReadAheadBudget
 
 # Queued bytes are handed to the transport once they reach this size (by default: TLS uses
@@ -127,11 +128,12 @@ class CopyBuffers:
 
 class WorkerPools(Protocol):
     """What a connection draws from its worker's context: the writer's copy buffers and
-    read-ahead budget, and the fd budget its session enforces."""
+    read-ahead budget, the fd budget its session enforces, and the end-of-turn flushes."""
 
     copy_buffers: CopyBuffers
     read_ahead: ReadAheadBudget
     budget: WorkerBudget
+    flushes: FlushBatch
 
 
 class _Detached:
