@@ -36,12 +36,14 @@ from h2stream.http1 import upgrade
 from h2stream.http1.exchange import CONTINUE, Http1Exchange
 from h2stream.http1.head import DATE_LINE, STATUS_LINES, status_and_fields
 from h2stream.http1.request import (
+    BODY_FRAMED,
     CLIENT_ID,
     CONTROL,
     EXPECT_CONTINUE,
     PATH_FIELD,
     TRAILERS,
     Http1Error,
+    ParsedHead,
     request_fields,
 )
 
@@ -88,6 +90,7 @@ class Http1Connection:
     __slots__ = (
         "_advancing",
         "_body",
+        "_candidate",
         "_cap",
         "_chunked",
         "_depth",
@@ -108,6 +111,7 @@ class Http1Connection:
         "_parsing",
         "_queue",
         "_reading",
+        "_repeatable",
         "_request_id",
         "_scheme",
         "_set_reading",
@@ -185,6 +189,11 @@ class Http1Connection:
         self._head_mark = 0
         # Bytes read past the pipelining depth, parsed as the queue drains.
         self._held = b""
+        # The last bodiless keep-alive head parsed whole in one feed, and what it gave: a
+        # client that repeats its request byte for byte (a poller, a health check, a load
+        # generator) skips the parser and the checks, which would answer the same.
+        self._repeatable: ParsedHead | None = None
+        self._candidate: tuple[bytes, str, Headers, int, bool] | None = None
         self._advancing = False
         max_head = config.http1_max_head_size
         self._max_head = max_head
@@ -255,11 +264,33 @@ class Http1Connection:
                 return
             cut = data.find(b"\r\n\r\n", pos)
             stop = end if cut < 0 else cut + 4
-            self._feed(data if not pos and stop == end else data[pos:stop])
+            chunk = data if not pos and stop == end else data[pos:stop]
+            repeatable = self._repeatable
+            if repeatable is not None and chunk == repeatable.raw and self._between_messages():
+                self._repeat(repeatable)
+            else:
+                self._feed(chunk)
             pos = stop
         self._held = b""
 
+    def _between_messages(self) -> bool:
+        """Whether the parser waits for a new request (no head or body in progress)."""
+        parsing = self._parsing
+        return not self._in_head and (parsing is None or parsing.body_done)
+
+    def _repeat(self, head: ParsedHead) -> None:
+        """The request ``head`` again: what feeding its bytes would do, without the parser."""
+        self.head_since = time.monotonic()
+        exchange = self._open_exchange(
+            head.method, head.version, list(head.headers), head.notes, head.keep_alive
+        )
+        exchange.end_body()
+
     def _feed(self, data: bytes) -> None:
+        # One head fed whole from a message boundary, bodiless and kept alive (the candidate
+        # on_headers_complete leaves), may be repeated without the parser.
+        whole = data.find(b"\r\n\r\n") == len(data) - 4 and self._between_messages()
+        self._candidate = None
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -268,6 +299,9 @@ class Http1Connection:
             if isinstance(exc.__context__, Http1Error):
                 raise exc.__context__ from None
             raise self._parse_error(exc) from None
+        candidate = self._candidate
+        if candidate is not None and whole and self._between_messages():
+            self._repeatable = ParsedHead(bytes(data), *candidate)
 
     def _parse_error(self, exc: Exception) -> Http1Error:
         text = str(exc)
@@ -315,6 +349,15 @@ class Http1Connection:
         version = parser.get_http_version()
         method = parser.get_method()
         headers, notes = request_fields(method, version, self._url, self._fields, self._scheme)
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and not notes & (BODY_FRAMED | EXPECT_CONTINUE):
+            self._candidate = (method, version, list(headers), notes, keep_alive)
+        self._open_exchange(method, version, headers, notes, keep_alive)
+
+    def _open_exchange(
+        self, method: bytes, version: str, headers: Headers, notes: int, keep_alive: bool
+    ) -> Http1Exchange:
+        """The exchange of a checked head, numbered, flagged and queued."""
         self.requests += 1
         exchange = Http1Exchange(
             self, self.requests, version, method, headers[PATH_FIELD][1], headers, self.head_since
@@ -326,13 +369,14 @@ class Http1Connection:
         if notes & TRAILERS:
             exchange.trailers_wanted = True
         if self.requests >= self._cap:
-            if parser.should_keep_alive():
+            if keep_alive:
                 limit_event("requests_per_connection")
             exchange.close_after = True
-        elif not parser.should_keep_alive():
+        elif not keep_alive:
             exchange.close_after = True
         self._parsing = exchange
         self._queue.append(exchange)
+        return exchange
 
     def on_body(self, body: bytes) -> None:
         parsing = self._parsing
@@ -348,6 +392,7 @@ class Http1Connection:
         """llhttp stopped at an Upgrade request: take h2c if we may, else serve it here."""
         exchange = self._parsing
         self._parser = httptools.HttpRequestParser(self)
+        self._repeatable = self._candidate = None
         rest = data[offset:]
         if exchange is None:
             raise Http1Error(400, "malformed upgrade request")

@@ -8,6 +8,8 @@ A request that fails one raises :class:`Http1Error` with the status to answer be
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import httptools
 
 from h2stream.core import requestid
@@ -37,6 +39,19 @@ PATH_FIELD = 3
 EXPECT_CONTINUE = 1
 TRAILERS = 2
 CLIENT_ID = 4  # an x-request-id or traceparent to resolve
+BODY_FRAMED = 8  # a content-length or transfer-encoding field (a body may follow the head)
+
+
+class ParsedHead(NamedTuple):
+    """A bodiless keep-alive request head as parsing and the checks left it, with its bytes:
+    the same bytes at the same place (between messages) parse to the same answer."""
+
+    raw: bytes
+    method: bytes
+    version: str
+    headers: Headers  # never handed to an exchange: each gets a copy
+    notes: int
+    keep_alive: bool
 
 
 class Http1Error(Exception):
@@ -58,7 +73,8 @@ def request_fields(
     method: bytes, version: str, target: bytes, fields: Headers, scheme: bytes
 ) -> tuple[Headers, int]:
     """The exchange's fields (pseudo-header fields first, as HTTP/2 has them) and what the
-    head asks of the exchange (EXPECT_CONTINUE | TRAILERS | CLIENT_ID); raises Http1Error."""
+    head asks of the exchange (EXPECT_CONTINUE | TRAILERS | CLIENT_ID | BODY_FRAMED); raises
+    Http1Error."""
     if has_control(target):
         raise Http1Error(400, "control character in the request target")
     host: bytes | None = None
@@ -76,7 +92,9 @@ def request_fields(
             if length is not None and stripped != length:
                 raise Http1Error(400, "differing content-length fields")
             length = stripped
+            notes |= BODY_FRAMED
         elif name == b"transfer-encoding":
+            notes |= BODY_FRAMED
             if value.strip().lower() != b"chunked":
                 # Only chunked is understood; anything else cannot be framed (RFC 9112 6.1).
                 raise Http1Error(501, "unsupported transfer-encoding")
