@@ -20,6 +20,7 @@ import asyncio
 import bisect
 import contextlib
 import dataclasses
+import gc
 import glob
 import json
 import logging
@@ -130,6 +131,8 @@ def _process_figures() -> dict[str, float]:
             figures["open_fds"] = proc.num_fds()
         with contextlib.suppress(AttributeError, OSError):
             figures["max_fds"] = proc.rlimit(psutil.RLIMIT_NOFILE)[0]
+        for generation, stats in enumerate(gc.get_stats()):
+            figures[f"gc_collections_{generation}"] = stats["collections"]
     except (psutil.Error, OSError) as exc:  # never fail a scrape over process figures
         log.debug("process figures unavailable: %s", exc)
     return figures
@@ -566,6 +569,19 @@ class H2StreamCollector(Collector):
                 continue
             kind = CounterMetricFamily if is_counter else GaugeMetricFamily
             yield kind(f"process_{name}", help_text, value=process[name])
+        if "gc_collections_0" in process:
+            # As prometheus_client's own GC collector names it (it would describe only the
+            # scraping process): how often --gc-threshold lets the collector run.
+            collections = CounterMetricFamily(
+                "python_gc_collections",
+                "Garbage collections, by generation.",
+                labels=["generation"],
+            )
+            for generation in range(3):
+                collections.add_metric(
+                    [str(generation)], process.get(f"gc_collections_{generation}", 0)
+                )
+            yield collections
 
     @staticmethod
     def worker_families(snapshots: Sequence[Snapshot]) -> Iterable[Metric]:

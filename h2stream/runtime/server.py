@@ -24,6 +24,7 @@ from h2stream.io.protocol import H2Protocol
 from h2stream.io.proxy_tls import ProxyTlsListener
 from h2stream.io.timeouts import Sweeper
 from h2stream.observe.wiring import MetricsListenError, Observability
+from h2stream.runtime import gcpolicy
 from h2stream.runtime.context import WorkerContext
 from h2stream.runtime.memory import IdleTrim
 from h2stream.runtime.systemd import ActivationError, describe, listen_sockets, sd_notify
@@ -427,6 +428,7 @@ def run(config: Config, handler: Handler, context: WorkerContext | None = None) 
         except ActivationError as exc:
             raise StartupError(str(exc)) from exc
         await server.start(sockets=[a.sock for a in activated], names=[a.name for a in activated])
+        gcpolicy.tune(config.gc_threshold)
         sd_notify(f"READY=1\nMAINPID={os.getpid()}")
         await server.stopped()
         sd_notify("STOPPING=1")

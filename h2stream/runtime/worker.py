@@ -31,6 +31,7 @@ from typing import Any
 
 from h2stream.config import Config, option_fields
 from h2stream.handlers.build import build_handler
+from h2stream.runtime import gcpolicy
 from h2stream.runtime.context import WorkerContext
 from h2stream.runtime.server import Server, StartupError, new_event_loop
 from h2stream.runtime.tls import TLSError
@@ -131,6 +132,7 @@ def serve_worker(
         await server.start(announce=lambda line: None, sockets=sockets, proxies=proxies)
         if stop_early:
             server.request_stop()
+        gcpolicy.tune(config.gc_threshold)
         loop.add_reader(lifeline_fd, on_lifeline)
         with contextlib.suppress(OSError):  # a supervisor already gone: the lifeline says so
             os.write(status_fd, READY)
