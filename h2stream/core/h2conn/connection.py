@@ -29,7 +29,7 @@ import h2.settings
 from h2.connection import AllowedStreamIDs, ConnectionInputs, ConnectionState, _decode_headers
 from h2.errors import ErrorCodes
 from h2.exceptions import InvalidBodyLengthError
-from h2.stream import H2Stream, StreamInputs, StreamState
+from h2.stream import H2Stream, StreamClosedBy, StreamInputs, StreamState
 from hyperframe.frame import (
     AltSvcFrame,
     DataFrame,
@@ -114,6 +114,9 @@ BODY_ENDED = 2
 EVENTS = 3
 # States in which the peer has sent END_STREAM (or the stream is gone).
 _REMOTE_CLOSED = (StreamState.HALF_CLOSED_REMOTE, StreamState.CLOSED)
+_HALF_CLOSED_REMOTE = StreamState.HALF_CLOSED_REMOTE
+_CLOSED = StreamState.CLOSED
+_BY_SEND_END_STREAM = StreamClosedBy.SEND_END_STREAM
 
 # Sweep h2's table of closed streams every this many finished streams (h2 does it on every
 # HEADERS frame, which costs O(open streams) per request).
@@ -296,6 +299,20 @@ class ServerConnection(h2.connection.H2Connection):
         the state transitions of send_headers(). Raises h2's ProtocolError if the stream can
         no longer send (reset by the peer)."""
         machine = stream.state_machine
+        if (
+            machine.state is _HALF_CLOSED_REMOTE
+            and machine.client is False
+            and not machine.headers_sent
+            and self.state_machine.state is ConnectionState.SERVER_OPEN
+        ):
+            # The usual response to a whole request, as h2's tables move it (response_sent,
+            # then send_end_stream; the connection stays SERVER_OPEN), without the lookups
+            # (tests/unit/test_response_transitions.py).
+            machine.headers_sent = True
+            if end_stream:
+                machine.state = _CLOSED
+                machine.stream_closed_by = _BY_SEND_END_STREAM
+            return
         machine.process_input(StreamInputs.SEND_HEADERS)
         self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
         if end_stream:
@@ -306,6 +323,11 @@ class ServerConnection(h2.connection.H2Connection):
         """The session's last DATA frame carried END_STREAM: the transitions of send_data()
         with ``end_stream=True``."""
         machine = stream.state_machine
+        if machine.state is _HALF_CLOSED_REMOTE:
+            # SEND_DATA leaves it as it is; SEND_END_STREAM closes it (send_end_stream).
+            machine.state = _CLOSED
+            machine.stream_closed_by = _BY_SEND_END_STREAM
+            return
         machine.process_input(StreamInputs.SEND_DATA)
         machine.process_input(StreamInputs.SEND_END_STREAM)
 
