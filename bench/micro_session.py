@@ -1,9 +1,11 @@
 """Per-request CPU cost of the protocol core, without sockets: ``python -m bench.micro_session``.
 
-Drives a :class:`~h2stream.core.session.Session` with batches of GET requests produced by a real h2
-client connection and answers them with the directory handler; the sink discards frames (but
-reads file payloads, as the copy path would). Reports CPU microseconds per request (process
-time, so other load on the machine matters less), and with ``--profile`` the top functions.
+Drives a :class:`~h2stream.core.session.Session` with batches of GET requests produced by a
+real h2 client connection and answers them with the handler a worker serves (small files from
+memory, revalidated per use; ``--uncached``: the directory opening the file per request, the
+measure before 2026-12-07); the sink discards frames (but reads file payloads, as the copy path
+would). Reports CPU microseconds per request (process time, so other load on the machine
+matters less), and with ``--profile`` the top functions.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import h2.connection
 from h2stream.config import Config
 from h2stream.core.framing import SinkBase
 from h2stream.core.session import Session
+from h2stream.handlers.build import build_handler
 from h2stream.handlers.static import StaticFiles
 
 
@@ -65,13 +68,16 @@ def client_batches(path: str, batches: int, per_batch: int) -> tuple[bytes, list
     return preface, out
 
 
-def run(requests: int, per_batch: int, size: int, profile: bool) -> float:
+def run(requests: int, per_batch: int, size: int, profile: bool, uncached: bool = False) -> float:
     with tempfile.TemporaryDirectory() as root:
         with open(os.path.join(root, "f.bin"), "wb") as f:
             f.write(os.urandom(size))
         config = Config(root=root, max_concurrent_streams=per_batch)
         sink = DiscardingSink()
-        session = Session(config, sink, StaticFiles(root), on_close=lambda: None)
+        # The handler a worker serves (small files from memory, each use revalidated by an
+        # lstat; the /_h2stream/ endpoints in front), or the directory opening every file.
+        handler = StaticFiles(root) if uncached else build_handler(config, None, serve_root=True)
+        session = Session(config, sink, handler, on_close=lambda: None)
         session.start()
         preface, batches = client_batches("/f.bin", requests // per_batch, per_batch)
         session.receive(preface)
@@ -96,17 +102,24 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--uncached",
+        action="store_true",
+        help="open, stat, read and close the file per request (no small-file cache)",
+    )
     args = parser.parse_args()
     if args.profile:
-        run(args.requests, args.per_batch, args.size, True)
+        run(args.requests, args.per_batch, args.size, True, args.uncached)
         return
     results = sorted(
-        run(args.requests, args.per_batch, args.size, False) for _ in range(args.rounds)
+        run(args.requests, args.per_batch, args.size, False, args.uncached)
+        for _ in range(args.rounds)
     )
+    how = "opened per request" if args.uncached else "as a worker serves it"
     print(
         f"session: {results[len(results) // 2]:.1f} us CPU per request "
         f"(median of {args.rounds}; min {results[0]:.1f}, max {results[-1]:.1f}), "
-        f"{args.size}-byte file, {args.per_batch} requests per read"
+        f"{args.size}-byte file {how}, {args.per_batch} requests per read"
     )
 
 

@@ -67,11 +67,6 @@ class IndexedFastDecoder(Decoder):
 
     def decode(self, data: bytes, raw: bool = False) -> Any:
         try:
-            # Every byte >= 0x80 is an indexed field; 0xff would start a multi-byte index.
-            if raw and data and min(data) >= 0x80 and data.find(b"\xff") < 0:
-                if len(data) > self.max_fields:
-                    raise HeaderFieldsError(self.max_fields)
-                return self._decode_indexed_only(data)
             if raw:
                 return self._decode_cached(data)
             return super().decode(data, raw)
@@ -82,9 +77,10 @@ class IndexedFastDecoder(Decoder):
 
     def _decode_cached(self, data: bytes) -> list[Any]:
         """Blocks that add nothing to the table (indexed fields and literals without
-        indexing: what h2load and many clients repeat) decode the same while the table is
-        unchanged. Any insertion puts a new entry object at the table's front, so the front
-        entry's identity and the table length tell whether cached blocks still hold."""
+        indexing: what browsers, h2load and most clients repeat request after request) decode
+        the same while the table is unchanged. Any insertion puts a new entry object at the
+        table's front, so the front entry's identity and the table length tell whether cached
+        blocks still hold."""
         entries = self.header_table.dynamic_entries
         mark = (entries[0] if entries else None, len(entries))
         blocks = self._blocks
@@ -96,8 +92,15 @@ class IndexedFastDecoder(Decoder):
             self._table_mark = mark
         cached = blocks.get(data)
         if cached is not None:
+            self._assert_valid_table_size()  # what every decode ends with
             return list(cached)
-        headers = self._decode_counted(data)
+        if min(data, default=0) >= 0x80 and data.find(b"\xff") < 0:
+            # Every byte an indexed field (0xff would start a multi-byte index).
+            if len(data) > self.max_fields:
+                raise HeaderFieldsError(self.max_fields)
+            headers = self._decode_indexed_only(data)
+        else:
+            headers = self._decode_counted(data)
         entries = self.header_table.dynamic_entries
         size = len(data)
         if (
