@@ -96,6 +96,10 @@ class Pair:
         assert fast.streams.keys() == ref.streams.keys()
         for stream_id, ours in fast.streams.items():
             theirs = ref.streams[stream_id]
+            # Every attribute h2 gives a stream, as h2 set it (a stream the fast path makes
+            # itself must miss none of them).
+            assert type(ours) is type(theirs)
+            assert _stream_vars(ours, fast) == _stream_vars(theirs, ref)
             for machine in ("state", "client", "headers_received", "trailers_received"):
                 assert getattr(ours.state_machine, machine) == getattr(
                     theirs.state_machine, machine
@@ -109,6 +113,16 @@ class Pair:
         assert list(table_ours.dynamic_entries) == list(table_theirs.dynamic_entries)
         assert table_ours._current_size == table_theirs._current_size
         assert fast.data_to_send() == ref.data_to_send()
+
+
+def _stream_vars(stream: Any, conn: Any) -> dict[str, Any]:
+    """A stream's attributes with its state machine and window manager as theirs, and its
+    configuration as whether it is its connection's."""
+    found = dict(vars(stream))
+    found["state_machine"] = vars(stream.state_machine)
+    found["_inbound_window_manager"] = vars(stream._inbound_window_manager)
+    found["config"] = stream.config is conn.config
+    return found
 
 
 def _requests(events: list[h2.events.Event]) -> list[tuple[Any, ...]]:

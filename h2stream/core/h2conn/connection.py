@@ -504,12 +504,15 @@ class ServerConnection(h2.connection.H2Connection):
         decoder = self.decoder
         out: list[tuple[int, int, Any]] = []
         opened = 0
-        # h2's own stream creation: ours (below) adds a call per stream that these streams,
-        # complete requests with nothing more to come, do not need.
-        begin = h2.connection.H2Connection._begin_new_stream
+        # What h2's _begin_new_stream gives each stream, read once for the read (no SETTINGS
+        # frame is among its frames); its checks (a new odd id above every earlier one) were
+        # made on each frame above, and its three debug calls log nothing here.
+        h2_config = self.config
+        inbound = self.local_settings.initial_window_size
+        outbound = self.remote_settings.initial_window_size
+        max_frame_out = self.max_outbound_frame_size
         conn_manager = self._inbound_flow_control_window_manager
         streams = self.streams
-        odd = AllowedStreamIDs.ODD
         half_closed = StreamState.HALF_CLOSED_REMOTE
         try:
             for what, stream_id, start, end in frames:
@@ -533,19 +536,20 @@ class ServerConnection(h2.connection.H2Connection):
                     out.append((BODY_ENDED, stream_id, body))
                     continue
                 headers = _decode_headers(decoder, data[start:end])
-                stream = begin(self, stream_id, odd)
+                stream = ServerStream(stream_id, h2_config, inbound, outbound)
+                stream.max_outbound_frame_size = max_frame_out
+                streams[stream_id] = stream
+                self.highest_inbound_stream_id = stream_id
                 opened += 1
                 # h2's RECV_HEADERS (then RECV_END_STREAM) from IDLE, without the events.
                 machine = stream.state_machine
                 machine.client = False
                 machine.headers_received = True
                 machine.state = half_closed if what == REQUEST_ENDED else StreamState.OPEN
-                try:
-                    stream._initialize_content_length(headers)
-                except h2.exceptions.ProtocolError:
-                    # Malformed: the request's validation resets the stream (ServerStream).
-                    stream._expected_content_length = None
-                out.append((what, stream_id, list(headers)))
+                # A malformed content-length is left to the request's validation
+                # (ServerStream's override).
+                stream._initialize_content_length(headers)
+                out.append((what, stream_id, headers))
         except h2.exceptions.ProtocolError as exc:
             self._terminate_connection(exc.error_code)
             raise
