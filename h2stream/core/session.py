@@ -601,17 +601,14 @@ class Session:
     ) -> None:
         """Send response headers; a non-empty body is scheduled under flow control."""
         stream.status = status
-        fields = [
-            (b":status", _STATUS_BYTES.get(status) or str(status).encode()),
-            *headers,
-            (b"date", DATES.get()),
-            (b"server", SERVER_NAME),
-        ]
+        code = _STATUS_BYTES.get(status) or str(status).encode()
+        tail = [(b"date", DATES.get()), (b"server", SERVER_NAME)]
         if stream.request_id:
-            fields.append((requestid.HEADER, stream.request_id.encode()))
+            tail.append((requestid.HEADER, stream.request_id.encode()))
         end = body is None or body.done
         try:
-            self._send_headers(stream, fields, end)
+            block = self._headers.response(code, headers, tail)
+            self._send_block(stream, block, end, headers, code, tail)
         except h2.exceptions.ProtocolError as exc:
             # The stream was closed under us (reset by the peer): nothing to answer.
             log.debug("stream %d: cannot send headers: %s", stream.stream_id, exc)
@@ -649,10 +646,24 @@ class Session:
 
     def _send_headers(self, stream: StreamState, fields: Headers, end: bool) -> None:
         """h2's send_headers without its HPACK encoder: same state transitions, our block."""
-        block = self._headers.encode(fields)
+        self._send_block(stream, self._headers.encode(fields), end, fields)
+
+    def _send_block(
+        self,
+        stream: StreamState,
+        block: bytes,
+        end: bool,
+        fields: Headers,
+        status: bytes = b"",
+        tail: Headers | None = None,
+    ) -> None:
+        """Send ``block`` as h2's send_headers would: the encoding of ``fields``, or with a
+        ``status``, of ``:status``, ``fields`` and ``tail``."""
         conn = self.conn
         if len(block) + 16 > conn.max_outbound_frame_size:
             # Needs CONTINUATION frames: rare enough to leave to h2.
+            if status:
+                fields = [(b":status", status), *fields, *(tail or ())]
             conn.send_headers(stream.stream_id, fields, end_stream=end)
             self.flush()
             return

@@ -218,6 +218,15 @@ def _raw_string(data: bytes) -> bytes:
 _UNCACHED: dict[bytes, bytes] = {b"x-request-id": b"\x00" + _string(b"x-request-id")}
 
 
+# Response heads (``:status`` and a handler's field list) already encoded, per list: most
+# responses repeat a list another response had (a small file's plan is one list shared by all
+# its plain GETs). id(list) -> (the list, a copy of it, status, block): a hit must be the same
+# object, unchanged since (the copy), with the same status. Shared by every connection, as
+# _FIELDS is; past _HEADS_MAX entries it starts afresh.
+_HEADS: dict[int, tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]], bytes, bytes]] = {}
+_HEADS_MAX = 256
+
+
 class ResponseHeaderEncoder:
     """Encodes response header blocks with no dynamic-table state, caching each field.
 
@@ -247,6 +256,21 @@ class ResponseHeaderEncoder:
                     fields[header] = encoded
             parts.append(encoded)
         return b"".join(parts)
+
+    def response(
+        self, status: bytes, headers: list[tuple[bytes, bytes]], tail: list[tuple[bytes, bytes]]
+    ) -> bytes:
+        """``:status``, ``headers`` and ``tail`` (the per-response fields: date, server, a
+        request id) as one block, the first two memoized per list."""
+        entry = _HEADS.get(id(headers))
+        if entry is not None and entry[0] is headers and entry[2] == status and entry[1] == headers:
+            head = entry[3]
+        else:
+            head = self.encode([(b":status", status), *headers])
+            if len(_HEADS) >= _HEADS_MAX:
+                _HEADS.clear()
+            _HEADS[id(headers)] = (headers, list(headers), status, head)
+        return head + self.encode(tail)
 
     def table_update(self) -> bytes:
         """A pending dynamic table size update, consumed by this call (usually empty)."""
