@@ -910,6 +910,7 @@ class Session:
             self._forget(stream.stream_id)
         if self._ready is not None:
             self._ready.clear()
+        self.conn.release_buffers()
 
 
 _STATUS_BYTES = {code: str(code).encode() for code in range(100, 600)}

@@ -747,6 +747,11 @@ class Http1Connection:
     def connection_lost(self) -> None:
         self.closed = True
         self._queue.clear()
+        # The parser and this object are a reference cycle (its callbacks are our methods),
+        # freed only when the garbage collector next runs: input held past the pipelining
+        # depth and the last head need not wait for it.
+        self._held = b""
+        self._repeatable = self._candidate = None
         exchange = self.current
         if exchange is not None:
             if exchange.reset_code is None:

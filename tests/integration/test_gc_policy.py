@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from support.h2load import assert_all_succeeded, h2load
 from support.metrics import scrape
 from support.servers import ServerProcess
 
-REQUESTS = 20_000
+REQUESTS = 40_000
 
 
 def collections_under_load(observed: Callable[..., tuple[ServerProcess, str]], *args: str) -> float:
@@ -28,6 +29,10 @@ def test_the_default_collects_far_less_often_than_python(
 ) -> None:
     python_default = collections_under_load(observed, "--gc-threshold", "0")
     ours = collections_under_load(observed)
-    # Python's 700 collects every hundred requests or so here; 20,000 far less often.
-    assert python_default > 50
+    assert ours <= python_default, (ours, python_default)
+    if python_default < 20:
+        # 3.13 counts what triggers a young collection differently: under this load its own
+        # schedule already collects only a few times, leaving nothing to compare.
+        pytest.skip(f"Python's own schedule collected only {python_default:.0f} times")
+    # Python's 700 collects every couple of hundred requests here on 3.11 and 3.12.
     assert ours * 5 < python_default, (ours, python_default)

@@ -650,6 +650,19 @@ class ServerConnection(h2.connection.H2Connection):
         # error (TooManyStreamsError) instead.
         return 0
 
+    def release_buffers(self) -> None:
+        """The connection is gone: drop the input, header block and output it still holds.
+        h2's connection object is a reference cycle (its frame dispatch table holds bound
+        methods), freed only when the garbage collector next runs, which --gc-threshold
+        makes rarer: a flood's partial header block must not wait for it."""
+        buffered = self.incoming_buffer
+        buffered._data = bytearray()
+        buffered._headers_buffer = []
+        self.clear_outbound_data_buffer()
+        decoder = self.decoder
+        if isinstance(decoder, IndexedFastDecoder):
+            decoder.forget_blocks()
+
     def stream_finished(self, stream_id: int) -> None:
         """Called as each stream leaves the session. A closed stream moves to h2's table of
         closed streams at once (what h2's own sweep would do); one whose request is still

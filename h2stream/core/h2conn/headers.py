@@ -65,6 +65,11 @@ class IndexedFastDecoder(Decoder):
         self._blocks_bytes = 0
         self._table_mark: tuple[object, int] = (None, 0)
 
+    def forget_blocks(self) -> None:
+        """Drop the decoded blocks kept (the connection is gone)."""
+        self._blocks = None
+        self._blocks_bytes = 0
+
     def decode(self, data: bytes, raw: bool = False) -> Any:
         try:
             if raw:
