@@ -294,6 +294,8 @@ class H2Protocol(asyncio.Protocol):
         self._flush_due = False
         try:
             self._after_io()
+            if self.session is not None and not self._sink.writable:  # type: ignore[union-attr]
+                self._cap_backlog()  # as data_received does after an immediate flush
         except Exception:
             log.exception("internal error while writing; closing the connection")
             self.abort()

@@ -101,17 +101,21 @@ def test_flood_ends_in_enhance_your_calm(
     footprint.assert_bounded()
 
 
+@pytest.mark.parametrize("company", [False, True], ids=["alone", "beside_another"])
 def test_peer_that_never_reads_its_acks(
-    server_factory: Callable[..., Any], files_root: Path
+    server_factory: Callable[..., Any], files_root: Path, company: bool
 ) -> None:
     """With the ping budget out of the way, PINGs from a peer that never reads: the ACKs
     stop at what one read batch provokes (reading pauses while writing is), nothing queues
-    without bound, and the send timeout closes the connection."""
+    without bound, and the send timeout closes the connection. Beside another connection
+    the ACKs of a read are written at the end of the loop's turn (flushbatch.py): the same
+    bounds hold."""
     server, metrics = start(
         server_factory, "--max-pings-per-second", "100000000", "--send-timeout", "1"
     )
     footprint = Footprint(server)
     expected = (files_root / "mib.bin").read_bytes()
+    other = RawConnection(server.port) if company else None
     conn = RawConnection(server.port, rcvbuf=4096, ack_settings=False)
     try:
         # 64 MiB of PINGs offered, 17 bytes each: without backpressure the server would queue
@@ -131,6 +135,8 @@ def test_peer_that_never_reads_its_acks(
         assert conn.wait_closed(15), "the stalled connection was not closed"
     finally:
         conn.close()
+        if other is not None:
+            other.close()
     footprint.assert_bounded()
 
 
