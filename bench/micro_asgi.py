@@ -9,7 +9,6 @@ matters less than for h2load's req/s), and with ``--profile`` the top functions.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import cProfile
 import os
@@ -21,7 +20,7 @@ from typing import Any
 
 import uvloop
 
-from bench.micro_session import DiscardingSink, client_batches
+from bench.micro_session import DiscardingSink, batch_arguments, client_batches
 from h2stream.config import Config
 from h2stream.core.exchange import Exchange
 from h2stream.core.session import Session
@@ -120,13 +119,8 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--per-batch", type=int, default=100)
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = batch_arguments(__doc__)
     parser.add_argument("--native", action="store_true", help="answer without ASGI (the floor)")
-    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     if args.profile:
         run(args.requests, args.per_batch, args.size, args.native, True)

@@ -95,13 +95,19 @@ def run(requests: int, per_batch: int, size: int, profile: bool, uncached: bool 
         return elapsed / (len(batches) * per_batch) * 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def batch_arguments(description: str | None) -> argparse.ArgumentParser:
+    """The options every micro benchmark driving a session with request batches takes."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--per-batch", type=int, default=100)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
+    return parser
+
+
+def main() -> None:
+    parser = batch_arguments(__doc__)
     parser.add_argument(
         "--uncached",
         action="store_true",
