@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -87,8 +88,25 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds the whole run may take; later runs are skipped (default 3600, --quick 120)",
     )
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="run every server on CPU 0 and h2load on CPU 1 (taskset-style affinity): takes "
+        "the scheduler's placement out of single-threaded servers' results (a server with "
+        "more threads gets one CPU too)",
+    )
     p.add_argument("--list", action="store_true", help="list scenarios and servers, then exit")
     return p
+
+
+def _pinning(pin: bool) -> dict[str, frozenset[int]]:
+    """The CPU sets of --pin: the first two CPUs this process may use."""
+    if not pin:
+        return {}
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        raise ValueError("--pin needs two CPUs (server and h2load on one of their own each)")
+    return {"server_cpus": frozenset({usable[0]}), "client_cpus": frozenset({usable[1]})}
 
 
 def _protos(args: argparse.Namespace) -> list[str]:
@@ -133,6 +151,7 @@ def options(argv: list[str] | None = None) -> Options | int:
             stall=args.stall or (5.0 if args.quick else 15.0),
             budget=args.budget or (120.0 if args.quick else 3600.0),
             chart=args.chart,
+            **_pinning(args.pin),
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bench import procs
 from bench.scenarios import Load
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
@@ -146,13 +147,18 @@ def run(
     body_size: int | None,
     headers: tuple[str, ...] = (),
     h1: bool = False,
+    cpus: frozenset[int] | None = None,
 ) -> Run:
     argv = command(url, load, headers, h1)
     cpu0, t0 = _children_cpu(), time.monotonic()
     # Output to a file, not a pipe: nothing to drain while polling, nothing lost on a kill.
     with tempfile.TemporaryFile() as sink:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            preexec_fn=procs.pinned_to(cpus),
         )
         killed = _wait(proc, timeout, stall)
         wall = time.monotonic() - t0

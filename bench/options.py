@@ -27,3 +27,6 @@ class Options:
     stall: float
     budget: float
     chart: bool
+    # --pin: servers on CPU 0, h2load on CPU 1 (None: wherever the scheduler puts them).
+    server_cpus: frozenset[int] | None = None
+    client_cpus: frozenset[int] | None = None

@@ -86,6 +86,10 @@ def write_all(outcome: Outcome, opts: Options) -> bool:
             "reference": opts.reference,
             "run_timeout": opts.run_timeout,
             "budget": opts.budget,
+            "pinned": {
+                "server_cpus": sorted(opts.server_cpus or ()),
+                "client_cpus": sorted(opts.client_cpus or ()),
+            },
             "data": str(opts.data),
         },
         "scenarios": _scenario_json(opts),

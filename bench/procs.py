@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,9 +61,31 @@ class Started:
         return self.proc.pid
 
 
-def start(argv: list[str], *, env: dict[str, str], cwd: Path, log_path: Path) -> Started:
-    """Spawn ``argv`` with its output in ``log_path`` (a pipe could fill and stall the server)."""
+def pinned_to(cpus: frozenset[int] | None) -> Callable[[], None] | None:
+    """A preexec_fn that keeps the child (and its threads and children) on ``cpus``."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def start(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    log_path: Path,
+    cpus: frozenset[int] | None = None,
+) -> Started:
+    """Spawn ``argv`` with its output in ``log_path`` (a pipe could fill and stall the server);
+    ``cpus``: the CPUs it may run on (``--pin``), else any."""
     full_env = {**os.environ, **env}
+    pin = pinned_to(cpus)
+
+    def before_exec() -> None:
+        _die_with_parent()
+        if pin is not None:
+            pin()
+
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             argv,
@@ -74,7 +97,7 @@ def start(argv: list[str], *, env: dict[str, str], cwd: Path, log_path: Path) ->
             # Own session: a Ctrl-C in the harness's terminal reaches the harness, which then
             # stops each server in order, instead of racing all of them at once.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=before_exec,
         )
     return Started(proc, log_path, argv)
 

@@ -125,6 +125,15 @@ def _row(cell: Cell, sc: Scenario, full_n: int, opts: Options) -> str:
     return "| " + " | ".join(cols) + " |"
 
 
+def _pinned(opts: Options) -> str:
+    if not opts.server_cpus:
+        return ""
+    return (
+        f", --pin (servers on CPU {','.join(map(str, sorted(opts.server_cpus)))}, h2load on "
+        f"CPU {','.join(map(str, sorted(opts.client_cpus or ())))})"
+    )
+
+
 def tables(outcome: Outcome, cells: list[Cell], opts: Options, header: dict[str, Any]) -> str:
     ref = opts.reference
     lines = [
@@ -132,7 +141,8 @@ def tables(outcome: Outcome, cells: list[Cell], opts: Options, header: dict[str,
         "",
         f"{header['cpu_model']}, {header['logical_cores']} cores, Linux {header['kernel']}, "
         f"Python {header['python']}, {header['h2load']}; {opts.rounds} round(s)"
-        f"{', --quick (tiny files: not comparable with full runs)' if opts.quick else ''}; "
+        f"{', --quick (tiny files: not comparable with full runs)' if opts.quick else ''}"
+        f"{_pinned(opts)}; "
         f"{outcome.seconds / 60:.1f} min. Load average (1 min) {outcome.load_before:.1f} "
         f"before the run, {outcome.load_after:.1f} after: above ~0.5 before, other work was "
         "sharing the 2 cores and every figure is noisier.",

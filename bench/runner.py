@@ -8,6 +8,7 @@ noisy neighbours) spreads over all servers instead of landing on one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -143,7 +144,11 @@ class Runner:
         port = procs.free_port()
         launch = server.launch(ctx, proto, port)
         started = procs.start(
-            launch.argv, env=launch.env, cwd=launch.cwd or workdir, log_path=workdir / "log"
+            launch.argv,
+            env=launch.env,
+            cwd=launch.cwd or workdir,
+            log_path=workdir / "log",
+            cpus=self.opts.server_cpus,
         )
         self.out.servers[server.name].setdefault("commands", {})[proto] = launch.argv
         return Pending(server, proto, port, started, launch.start_timeout)
@@ -155,6 +160,10 @@ class Runner:
             procs.stop(p.started)
             return f"failed to start: {exc}"
         inst = Instance(p.server, p.proto, p.port, p.started, set())
+        # Where it may run, as the kernel has it (--pin's evidence).
+        with contextlib.suppress(OSError):
+            affinity = sorted(os.sched_getaffinity(p.started.pid))
+            self.out.servers[p.server.name].setdefault("cpus", {})[p.proto] = affinity
         inst.caps = p.server.capabilities(inst.base_url)
         needed = p.server.required()
         if needed and needed not in inst.caps:
@@ -244,6 +253,7 @@ class Runner:
                 body_size=body,
                 headers=sc.headers,
                 h1=proto == H1,
+                cpus=self.opts.client_cpus,
             )
         usage = sampler.usage()
         p = run.parsed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -49,7 +50,10 @@ def test_h2load_parse_keeps_h2loads_binary_units() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) missing")
 @pytest.mark.parametrize(
-    ("proto_args", "protos"), [((), {"h2c", "tls"}), (("--proto", "h1"), {"h1"})], ids=["h2", "h1"]
+    ("proto_args", "protos"),
+    # HTTP/1.1 with --pin: each server on CPU 0, h2load on CPU 1.
+    [((), {"h2c", "tls"}), (("--proto", "h1", "--pin"), {"h1"})],
+    ids=["h2", "h1-pinned"],
 )
 def test_quick_run_produces_numbers(
     tmp_path: Path, proto_args: tuple[str, ...], protos: set[str]
@@ -89,4 +93,10 @@ def test_quick_run_produces_numbers(
         assert summary["median"] is not None and summary["median"] > 0, summary
         assert summary["ok_rounds"] == doc["options"]["rounds"], summary
     assert {s["proto"] for s in doc["summary"]} == protos
+    pinned = "--pin" in proto_args
+    first_cpu = sorted(os.sched_getaffinity(0))[:1]
+    assert doc["options"]["pinned"]["server_cpus"] == (first_cpu if pinned else [])
+    for proto in protos:
+        cpus = servers["h2stream"]["cpus"][proto]
+        assert (cpus == first_cpu) if pinned else (len(cpus) > 1), cpus
     assert done.returncode == 0, log
