@@ -52,6 +52,7 @@ from h2stream.core.h2conn import (
     ResponseHeaderEncoder,
     ServerConnection,
     StreamHandle,
+    encode_fields,
 )
 from h2stream.core.limits import FloodError, WorkerBudget, limit_event, note_protocol_error
 from h2stream.core.stats import STATS, count_code
@@ -226,20 +227,33 @@ class StreamState:
 
 
 class _DateCache:
-    """The ``date`` header changes once a second; format it once a second."""
+    """The ``date`` header changes once a second; format it once a second, and HPACK-encode
+    it with ``server`` (the fields every HTTP/2 response ends with) once a second too."""
 
-    __slots__ = ("_second", "_value")
+    __slots__ = ("_block", "_second", "_value")
 
     def __init__(self) -> None:
         self._second = -1
         self._value = b""
+        self._block = b""
 
     def get(self) -> bytes:
         now = int(time.time())
         if now != self._second:
-            self._second = now
-            self._value = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode()
+            self._turn(now)
         return self._value
+
+    def fields_block(self) -> bytes:
+        """``date`` and ``server`` as an HPACK block (their encoding uses no table state)."""
+        now = int(time.time())
+        if now != self._second:
+            self._turn(now)
+        return self._block
+
+    def _turn(self, now: int) -> None:
+        self._second = now
+        self._value = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode()
+        self._block = encode_fields(((b"date", self._value), (b"server", SERVER_NAME)))
 
 
 DATES = _DateCache()
@@ -305,6 +319,8 @@ class Session:
         # Request ids (see requestid.py for the policy); peer and transport for the access log,
         # set by the I/O layer.
         self._request_id = requestid.resolver(config)
+        # The id _request_id gave _valid_fields, when it depends on the fields alone.
+        self._valid_fields_id: str | None = None
         self.peer = "-"
         self.addresses = NO_ADDRESSES
         self.tls = False
@@ -471,6 +487,7 @@ class Session:
                 return None
             # A copy: the handler may change the list it is given.
             self._valid_fields = headers.copy()
+            self._valid_fields_id = None
         if len(self.streams) >= self.config.max_concurrent_streams:
             # RFC 9113 section 5.1.2: refuse the stream, keep the connection. A request that
             # never ends holds its slot until answered or timed out (stalled_bodies).
@@ -494,7 +511,13 @@ class Session:
                 break
         stream = StreamState(self, stream_id, h2_stream, method, path, headers)
         stream.request_ended = ended
-        stream.request_id = self._request_id(headers)
+        request_id = self._valid_fields_id
+        if request_id is None:
+            request_id = self._request_id(headers)
+            if self._request_id is requestid.incoming:
+                # The client's own id, or none: the same for the same fields.
+                self._valid_fields_id = request_id
+        stream.request_id = request_id
         self.streams[stream_id] = stream
         STATS.streams_active += 1
         STATS.streams_total += 1
@@ -602,13 +625,14 @@ class Session:
         """Send response headers; a non-empty body is scheduled under flow control."""
         stream.status = status
         code = _STATUS_BYTES.get(status) or str(status).encode()
-        tail = [(b"date", DATES.get()), (b"server", SERVER_NAME)]
-        if stream.request_id:
-            tail.append((requestid.HEADER, stream.request_id.encode()))
+        tail = DATES.fields_block()
+        request_id = stream.request_id
+        if request_id:
+            tail += encode_fields(((requestid.HEADER, request_id.encode()),))
         end = body is None or body.done
         try:
             block = self._headers.response(code, headers, tail)
-            self._send_block(stream, block, end, headers, code, tail)
+            self._send_block(stream, block, end, headers, code, request_id)
         except h2.exceptions.ProtocolError as exc:
             # The stream was closed under us (reset by the peer): nothing to answer.
             log.debug("stream %d: cannot send headers: %s", stream.stream_id, exc)
@@ -655,21 +679,26 @@ class Session:
         end: bool,
         fields: Headers,
         status: bytes = b"",
-        tail: Headers | None = None,
+        request_id: str = "",
     ) -> None:
         """Send ``block`` as h2's send_headers would: the encoding of ``fields``, or with a
-        ``status``, of ``:status``, ``fields`` and ``tail``."""
+        ``status``, of a response head (``:status``, ``fields``, then date, server and the
+        request id if any)."""
         conn = self.conn
         if len(block) + 16 > conn.max_outbound_frame_size:
             # Needs CONTINUATION frames: rare enough to leave to h2.
             if status:
-                fields = [(b":status", status), *fields, *(tail or ())]
+                tail = [(b"date", DATES.get()), (b"server", SERVER_NAME)]
+                if request_id:
+                    tail.append((requestid.HEADER, request_id.encode()))
+                fields = [(b":status", status), *fields, *tail]
             conn.send_headers(stream.stream_id, fields, end_stream=end)
             self.flush()
             return
         conn.headers_sent(stream.h2_stream, end)
         block = self._headers.table_update() + block
-        self.flush()
+        if conn.has_output():
+            self.sink.write(conn.data_to_send())
         self.sink.write(headers_header(len(block), stream.stream_id, end) + block)
 
     def respond_bytes(

@@ -53,6 +53,15 @@ def make_app(file_path: Path) -> Any:
             return
         elif path == "/fail":
             raise RuntimeError("failing on purpose")
+        elif path == "/headers":
+            # The request's fields as the app got them; then the app spoils its list, which
+            # must not reach the next request's scope.
+            got = b"\n".join(b"%s: %s" % pair for pair in scope["headers"])
+            scope["headers"].append((b"x-spoiled", b"by the app"))
+            scope["headers"][0] = (b"host", b"spoiled")
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": got})
+            return
         headers = [(b"content-length", b"%d" % len(BODY))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": BODY})
@@ -119,3 +128,17 @@ def test_a_failing_app_among_good_ones(served: tuple[InProcessServer, Any]) -> N
         statuses = [client.get(server.url + p).status_code for p in ("/fail", "/now") * 10]
     assert statuses == [500, 200] * 10
     assert wait_until(lambda: _tasks(server, handler) == 0, 10, 0.02)
+
+
+def test_each_request_gets_its_own_fields(served: tuple[InProcessServer, Any]) -> None:
+    """Repeated field lists are converted once (AsgiHandler): a repeat gets them unspoiled by
+    what the app did to the last request's list, and a different list gets its own."""
+    server, _ = served
+    seen = []
+    with httpx.Client(http2=True) as client:
+        for value in "aaabaaa":
+            response = client.get(server.url + "/headers", headers={"x-value": value})
+            seen.append(response.content.decode().split("\n"))
+    for value, fields in zip("aaabaaa", seen, strict=True):
+        assert fields[0] == f"host: {server.url.split('//')[1]}", fields
+        assert f"x-value: {value}" in fields and "x-spoiled: by the app" not in fields, fields

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import hpack
-from support.clients import RawConnection
+from support.clients import RawConnection, RawH2Client
 from support.frames import DATA, END_STREAM, PROTOCOL_ERROR, headers
 from support.servers import InProcessServer
 
@@ -104,3 +104,22 @@ def test_an_empty_list_first_is_still_refused(
         assert outcomes(conn, [1, 3]) == {1: ("reset", PROTOCOL_ERROR), 3: b"hello, h2stream\n"}
     finally:
         conn.close()
+
+
+def test_a_repeated_list_carries_its_own_request_id(
+    inprocess_factory: Callable[..., InProcessServer],
+) -> None:
+    """The id found in a list that passed the checks is reused with the list; a list with
+    another x-request-id, or none, is another list and gets its own answer."""
+    server = inprocess_factory()
+    client = RawH2Client(server.port)
+    try:
+        plan = [[("x-request-id", "first-1")]] * 2 + [[("x-request-id", "second-2")], [], []]
+        plan.append([("x-request-id", "first-1")])
+        streams = [client.request("/hello.txt", extra=extra) for extra in plan]
+        assert client.until(lambda: all(client.responses[s].ended for s in streams), 5)
+        ids = [client.responses[s].headers.get(b"x-request-id") for s in streams]
+        assert ids == [b"first-1", b"first-1", b"second-2", None, None, b"first-1"]
+        assert all(client.responses[s].status == 200 for s in streams)
+    finally:
+        client.close()

@@ -23,6 +23,7 @@ from h2stream.core.h2conn.headers import (
     HeaderCompressionError,
     IndexedFastDecoder,
     ResponseHeaderEncoder,
+    encode_fields,
 )
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "ResponseHeaderEncoder",
     "ServerConnection",
     "StreamHandle",
+    "encode_fields",
 ]

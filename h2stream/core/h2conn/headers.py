@@ -97,7 +97,9 @@ class IndexedFastDecoder(Decoder):
             self._table_mark = mark
         cached = blocks.get(data)
         if cached is not None:
-            self._assert_valid_table_size()  # what every decode ends with
+            # What every decode ends with (hpack's _assert_valid_table_size, inline).
+            if self.header_table.maxsize > self.max_allowed_table_size:
+                self._assert_valid_table_size()  # raises, with hpack's message
             return list(cached)
         if min(data, default=0) >= 0x80 and data.find(b"\xff") < 0:
             # Every byte an indexed field (0xff would start a multi-byte index).
@@ -232,6 +234,28 @@ _HEADS: dict[int, tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]], by
 _HEADS_MAX = 256
 
 
+def encode_fields(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Response fields as an HPACK block that uses no dynamic-table state (each field
+    indexed from the static table or a literal without indexing), so any connection may send
+    it; each field's encoding is cached."""
+    fields = _FIELDS
+    parts = []
+    for header in headers:
+        encoded = fields.get(header)
+        if encoded is None:
+            literal = _UNCACHED.get(header[0])
+            if literal is not None:
+                parts.append(literal + _raw_string(header[1]))
+                continue
+            encoded = encode_field(*header)
+            if len(header[0]) + len(header[1]) <= _FIELD_CACHED_MAX:
+                if len(fields) >= _FIELD_CACHE_MAX:
+                    fields.clear()
+                fields[header] = encoded
+        parts.append(encoded)
+    return b"".join(parts)
+
+
 class ResponseHeaderEncoder:
     """Encodes response header blocks with no dynamic-table state, caching each field.
 
@@ -245,37 +269,19 @@ class ResponseHeaderEncoder:
 
     def encode(self, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
         """The fields alone; :meth:`table_update` must go in front when it is not empty."""
-        fields = _FIELDS
-        parts = []
-        for header in headers:
-            encoded = fields.get(header)
-            if encoded is None:
-                literal = _UNCACHED.get(header[0])
-                if literal is not None:
-                    parts.append(literal + _raw_string(header[1]))
-                    continue
-                encoded = encode_field(*header)
-                if len(header[0]) + len(header[1]) <= _FIELD_CACHED_MAX:
-                    if len(fields) >= _FIELD_CACHE_MAX:
-                        fields.clear()
-                    fields[header] = encoded
-            parts.append(encoded)
-        return b"".join(parts)
+        return encode_fields(headers)
 
-    def response(
-        self, status: bytes, headers: list[tuple[bytes, bytes]], tail: list[tuple[bytes, bytes]]
-    ) -> bytes:
-        """``:status``, ``headers`` and ``tail`` (the per-response fields: date, server, a
-        request id) as one block, the first two memoized per list."""
+    def response(self, status: bytes, headers: list[tuple[bytes, bytes]], tail: bytes) -> bytes:
+        """``:status`` and ``headers`` as a block, memoized per list, then ``tail``: the
+        per-response fields (date, server, a request id) as :func:`encode_fields` gave them."""
         entry = _HEADS.get(id(headers))
         if entry is not None and entry[0] is headers and entry[2] == status and entry[1] == headers:
-            head = entry[3]
-        else:
-            head = self.encode([(b":status", status), *headers])
-            if len(_HEADS) >= _HEADS_MAX:
-                _HEADS.clear()
-            _HEADS[id(headers)] = (headers, list(headers), status, head)
-        return head + self.encode(tail)
+            return entry[3] + tail
+        head = encode_fields([(b":status", status), *headers])
+        if len(_HEADS) >= _HEADS_MAX:
+            _HEADS.clear()
+        _HEADS[id(headers)] = (headers, list(headers), status, head)
+        return head + tail
 
     def table_update(self) -> bytes:
         """A pending dynamic table size update, consumed by this call (usually empty)."""

@@ -89,6 +89,7 @@ class Channel:
         "_queue",
         "_started",
         "_status",
+        "_task",
         "_trailers",
         "_trailers_expected",
         "_waiter",
@@ -114,6 +115,7 @@ class Channel:
         self._started = False  # the response headers went to the exchange
         self._done = False  # the whole response is with the exchange
         self._finished = False  # the app's coroutine returned
+        self._task: asyncio.Task[None] | None = None  # see adopt
         if exchange.request_ended:
             self._ended = True  # what read_body would say at once, without the calls
         else:
@@ -368,6 +370,11 @@ class Channel:
 
     # -- the app's coroutine ---------------------------------------------------------------
 
+    def adopt(self, task: asyncio.Task[None], tasks: set[asyncio.Task[None]]) -> None:
+        """``task`` runs :meth:`run` and has not ended: it stays in ``tasks`` until then."""
+        self._task = task
+        tasks.add(task)
+
     async def run(self, app: AsgiApp, scope: Scope, tasks: set[asyncio.Task[None]]) -> None:
         """Run the app on this request; ``tasks`` is the handler's set of running app tasks,
         which this one leaves as it ends (cheaper than a done callback, a loop turn later)."""
@@ -403,7 +410,9 @@ class Channel:
             if self._waiter is not None:
                 self._wake()
             self._let_go(exchange)
-            tasks.discard(asyncio.current_task())
+            task, self._task = self._task, None
+            if task is not None:  # None: it ended in its first step (never adopted)
+                tasks.discard(task)
 
     def _let_go(self, exchange: Exchange) -> None:
         """Break the channel <-> exchange cycle once the app is done with the request: the

@@ -64,6 +64,11 @@ class AsgiHandler:
             "extensions": EXTENSIONS,
         }
         self._tasks: set[asyncio.Task[None]] = set()
+        # The last request field list seen and what asgi_headers made of it (copies: a
+        # handler or an app may change the lists it is given). Clients repeat their fields
+        # request after request, and comparing lists costs less than converting one.
+        self._fields_seen: Headers | None = None
+        self._converted: tuple[Headers, bytes | None] = ([], None)
 
     @property
     def tasks(self) -> frozenset[asyncio.Task[None]]:
@@ -75,7 +80,14 @@ class AsgiHandler:
         if self._builtins is not None and raw.startswith(self._prefix):
             self._builtins(exchange)
             return
-        headers, length = asgi_headers(exchange.headers)
+        fields = exchange.headers
+        if fields == self._fields_seen:
+            headers, length = self._converted
+            headers = headers.copy()
+        else:
+            headers, length = asgi_headers(fields)
+            self._fields_seen = fields.copy()
+            self._converted = (headers.copy(), length)
         if length is not None and length.isdigit() and int(length) > self._limit:
             # Before reading a byte, and before any Task exists.
             STATS.request_body_too_large += 1
@@ -96,7 +108,7 @@ class AsgiHandler:
         else:
             task = loop.create_task(coro)
         # A reference until it ends (Channel.run drops it): the loop keeps only weak ones.
-        self._tasks.add(task)
+        channel.adopt(task, self._tasks)
 
     def scope(self, exchange: Exchange, raw: bytes, headers: Headers) -> dict[str, Any]:
         """The HTTP scope of one request (ASGI HTTP spec 2.4): ``raw`` is its target,
