@@ -25,6 +25,10 @@ from h2stream.handlers.asgi import AsgiHandler
 BODY = b"x" * 1024
 # Shared by every /file response: the server must not add its content-length to it.
 FILE_HEADERS = [(b"content-type", b"application/octet-stream")]
+# Sent again and again by /count, changed in place between responses: a list of tuples
+# (an item replaced) and a list of lists (an inner list changed).
+COUNTED_TUPLES = [(b"x-tuple", b"0")]
+COUNTED_PAIRS = [[b"x-pair", b"0"]]
 
 
 def make_app(file_path: Path) -> Any:
@@ -53,6 +57,14 @@ def make_app(file_path: Path) -> Any:
             return
         elif path == "/fail":
             raise RuntimeError("failing on purpose")
+        elif path in ("/tuples", "/pairs"):
+            n = scope["query_string"]
+            COUNTED_TUPLES[0] = (b"x-tuple", n)
+            COUNTED_PAIRS[0][1] = n
+            headers = COUNTED_TUPLES if path == "/tuples" else COUNTED_PAIRS
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": n})
+            return
         elif path == "/headers":
             # The request's fields as the app got them; then the app spoils its list, which
             # must not reach the next request's scope.
@@ -142,3 +154,16 @@ def test_each_request_gets_its_own_fields(served: tuple[InProcessServer, Any]) -
     for value, fields in zip("aaabaaa", seen, strict=True):
         assert fields[0] == f"host: {server.url.split('//')[1]}", fields
         assert f"x-value: {value}" in fields and "x-spoiled: by the app" not in fields, fields
+
+
+@pytest.mark.parametrize(("path", "name"), [("/tuples", "x-tuple"), ("/pairs", "x-pair")])
+def test_a_list_the_app_changes_between_responses(
+    served: tuple[InProcessServer, Any], path: str, name: str
+) -> None:
+    """The app sends one list object every time, changed in place in between: each response
+    carries what the list held when it was sent (AsgiHandler keeps its own copies)."""
+    server, _ = served
+    with httpx.Client(http2=True) as client:
+        for n in ("1", "1", "2", "2", "3", "1"):
+            response = client.get(f"{server.url}{path}?{n}")
+            assert (response.content.decode(), response.headers.get(name)) == (n, n)

@@ -59,15 +59,44 @@ _GONE: Any = _Gone()
 def _fields(raw: Any) -> Headers:
     """Header pairs as the exchange sends them: bytes, names lowercase (HTTP/2 requires it).
 
-    The app's own list when it already is that (frameworks send lowercase bytes): the
-    exchange copies it into the response head at once and never changes it."""
+    The app's own list when it already is that, in tuples (frameworks send lowercase bytes):
+    the exchange copies it into the response head at once and never changes it."""
     if type(raw) is list:
-        for name, value in raw:
+        for pair in raw:
+            if type(pair) is not tuple or len(pair) != 2:
+                break
+            name, value = pair
             if type(name) is not bytes or type(value) is not bytes or not name.islower():
                 break
         else:
             return raw
     return [(bytes(name).lower(), bytes(value)) for name, value in raw]
+
+
+class _LastFields:
+    """The response field list an app sent last, and ours equal to it.
+
+    Frameworks build a new list per response, most often equal to the one before: handing
+    the exchange one list object for all of them skips the conversion and lets the response
+    head's encoding be reused (h2conn memoizes it per list object). Only a list that was
+    already bytes tuples is kept, as our own copy: nothing an app does later reaches it."""
+
+    __slots__ = ("_ours",)
+
+    def __init__(self) -> None:
+        self._ours: Headers | None = None
+
+    def fields(self, raw: Any) -> Headers:
+        ours = self._ours
+        if ours is not None and type(raw) is list and raw == ours:
+            return ours
+        fields = _fields(raw)
+        if fields is raw:
+            fields = self._ours = raw.copy()
+        return fields
+
+
+_LAST_FIELDS = _LastFields()
 
 
 class Channel:
@@ -220,7 +249,7 @@ class Channel:
             if self._status:
                 raise RuntimeError("http.response.start sent twice")
             self._status = int(message["status"])
-            self._headers = _fields(message.get("headers", ()))
+            self._headers = _LAST_FIELDS.fields(message.get("headers", ()))
             self._trailers_expected = bool(message.get("trailers", False))
         elif kind == "http.response.pathsend":
             self._send_path(message["path"])
