@@ -311,7 +311,7 @@ class ServerConnection(h2.connection.H2Connection):
         """h2's stream ``stream_id`` if it exists and is not closed (a stream the peer reset
         in the same read that opened it is closed)."""
         stream = self.streams.get(stream_id)
-        if stream is None or stream.closed:
+        if stream is None or stream.state_machine.state is _CLOSED:  # h2's stream.closed
             return None
         return stream
 
@@ -704,10 +704,10 @@ class ServerConnection(h2.connection.H2Connection):
         closed streams at once (what h2's own sweep would do); one whose request is still
         arriving is left for an occasional sweep."""
         stream = self.streams.get(stream_id)
-        if stream is not None and stream.closed:
+        if stream is not None and stream.state_machine.state is _CLOSED:  # h2's stream.closed
             del self.streams[stream_id]
             closed = self._closed
-            _set_closed(closed, stream_id, stream.closed_by)
+            _set_closed(closed, stream_id, stream.state_machine.stream_closed_by)
             if len(closed) > closed.top:
                 closed.trim()
             return
