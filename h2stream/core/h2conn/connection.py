@@ -127,8 +127,8 @@ class ClosedStreams(dict[int, "StreamClosedBy | None"]):
     """How recent streams closed, which h2 reads to judge a late frame on one. h2's
     SizeLimitDict (an OrderedDict trimmed on every insert) cost two Python calls per stream,
     3% of a small request's CPU; this keeps from ``limit`` to ``2 * limit`` entries, trimmed
-    to the newest ``limit`` when it reaches the top, and :meth:`add` is one C-level insert.
-    A re-inserted id keeps its place, as in h2's."""
+    to the newest ``limit`` when it passes the top, and stream_finished inserts with one
+    C-level call. A re-inserted id keeps its place, as in h2's."""
 
     __slots__ = ("limit", "top")
 
