@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,3 +101,16 @@ def test_quick_run_produces_numbers(
         cpus = servers["h2stream"]["cpus"][proto]
         assert (cpus == first_cpu) if pinned else (len(cpus) > 1), cpus
     assert done.returncode == 0, log
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind missing")
+def test_instruction_counts_come_out() -> None:
+    """``python -m bench.instructions`` runs a micro benchmark under valgrind and reports a
+    count per request (how many, never asserted beyond a sane order of magnitude)."""
+    argv = [sys.executable, "-m", "bench.instructions", "native", "--requests", "200"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.fullmatch(r"native: ([\d,]+) instructions per request\n", done.stdout)
+    assert found is not None, done.stdout
+    assert 10_000 < int(found.group(1).replace(",", "")) < 10_000_000, done.stdout
