@@ -103,14 +103,46 @@ def test_quick_run_produces_numbers(
     assert done.returncode == 0, log
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind missing")
-def test_instruction_counts_come_out() -> None:
-    """``python -m bench.instructions`` runs a micro benchmark under valgrind and reports a
-    count per request (how many, never asserted beyond a sane order of magnitude)."""
-    argv = [sys.executable, "-m", "bench.instructions", "native", "--requests", "200"]
+def _instructions(*extra: str) -> int:
+    argv = [sys.executable, "-m", "bench.instructions", "native", "--requests", "200", *extra]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     found = re.fullmatch(r"native: ([\d,]+) instructions per request\n", done.stdout)
     assert found is not None, done.stdout
-    assert 10_000 < int(found.group(1).replace(",", "")) < 10_000_000, done.stdout
+    return int(found.group(1).replace(",", ""))
+
+
+# Appended to a copy of the package: every response first spins a while.
+SLOWER = """
+_respond_as_before = Session.respond
+
+
+def _respond_later(self, *args, **kwargs):
+    for _ in range(2000):
+        pass
+    return _respond_as_before(self, *args, **kwargs)
+
+
+Session.respond = _respond_later
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind missing")
+def test_instruction_counts_come_out_for_this_checkout_and_another(tmp_path: Path) -> None:
+    """``python -m bench.instructions`` runs a micro benchmark under valgrind and reports a
+    count per request (never asserted beyond a sane order of magnitude); ``--against`` counts
+    another checkout's package: here a copy whose responses each spin 2,000 turns first."""
+    ours = _instructions()
+    assert 10_000 < ours < 10_000_000
+    shutil.copytree(REPO / "h2stream", tmp_path / "h2stream")
+    with (tmp_path / "h2stream/core/session.py").open("a") as session:
+        session.write(SLOWER)
+    theirs = _instructions("--against", str(tmp_path))
+    assert theirs > ours + 10_000, (ours, theirs)
+
+
+def test_instruction_counts_refuse_a_folder_without_h2stream(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "bench.instructions", "--against", str(tmp_path)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no h2stream package there" in done.stderr, done.stderr
