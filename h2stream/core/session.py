@@ -697,8 +697,7 @@ class Session:
             return
         conn.headers_sent(stream.h2_stream, end)
         block = self._headers.table_update() + block
-        if conn.has_output():
-            self.sink.write(conn.data_to_send())
+        self.flush()
         self.sink.write(headers_header(len(block), stream.stream_id, end) + block)
 
     def respond_bytes(
