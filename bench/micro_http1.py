@@ -18,6 +18,7 @@ import pstats
 import tempfile
 import time
 
+from bench.micro_session import count_read
 from h2stream.config import Config
 from h2stream.core.framing import SinkBase
 from h2stream.handlers.build import build_handler
@@ -74,6 +75,7 @@ def run(requests: int, pipeline: int, size: int, profile: bool) -> float:
         if profiler is not None:
             profiler.enable()
         for _ in range(reads):
+            count_read()
             conn.receive(data)
             sink.flush()
         if profiler is not None:

@@ -678,7 +678,7 @@ class Config:
         switch=True,
         parse=parse_bool,
     )
-    # Files up to 64 KiB served from memory, each use revalidated by one lstat (an open,
+    # Files up to 64 KiB served from memory, revalidated by one lstat per read (an open,
     # fstat, read and close saved per request); 0 turns it off. nginx's open_file_cache
     # keeps fds and metadata, not content; h2o has none.
     small_file_cache: int = option(

@@ -1,12 +1,15 @@
-"""Small files kept in memory, so serving one costs a single ``lstat`` instead of an open,
-an fstat, a read and a close.
+"""Small files kept in memory, so serving one costs at most a single ``lstat`` instead of an
+open, an fstat, a read and a close.
 
-A hit is revalidated on every use: the entry is served only while ``lstat`` of its real path
+A hit is revalidated before use: the entry is served only while ``lstat`` of its real path
 still shows the same file (device, inode, ctime, mtime, size). Any write, truncation, chmod,
 rename over it or symlink swap changes one of them, and the next request reads the file
-afresh. The resolution of the request path itself (symlinks, containment in ROOT) stays
-``FileRoot``'s, under its own time-to-live: an entry is consulted only for a target that
-``FileRoot`` has proven within that time.
+afresh. One ``lstat`` serves every request answered before the worker next reads from the
+network (core/reads.py): those requests had all arrived when it was taken, so each still gets
+the file as it was at a moment between its arrival and its answer. The resolution of the
+request path itself (symlinks, containment in ROOT) stays ``FileRoot``'s, under its own
+time-to-live: an entry is consulted only for a target that ``FileRoot`` has proven within
+that time.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import stat
 from collections.abc import Callable
 
+from h2stream.core.reads import READS
 from h2stream.handlers.files import FilePlan, OpenFile
 
 # Larger files gain little (the syscalls saved are per request, not per byte) and would
@@ -25,7 +29,7 @@ LARGEST_FILE = 64 * 1024
 class CachedFile(OpenFile):
     """An OpenFile without an fd: its bytes are in ``data`` (``close`` does nothing)."""
 
-    __slots__ = ("_whole_get", "_whole_head", "data", "identity")
+    __slots__ = ("_whole_get", "_whole_head", "checked_at", "data", "identity")
 
     def __init__(self, data: bytes, identity: tuple[int, int, int, int, int], opened: OpenFile):
         super().__init__(
@@ -33,6 +37,8 @@ class CachedFile(OpenFile):
         )
         self.data = data
         self.identity = identity
+        # READS.value when the file on disk was last seen to be this one.
+        self.checked_at = READS.value
         # Planned once: most requests for a small file are a plain GET of all of it. The
         # plans' header lists are shared by every such response (never mutated downstream).
         self._whole_get = OpenFile.whole_plan(self, b"GET")
@@ -65,15 +71,24 @@ class SmallFiles:
         entry = self._entries.get(real)
         if entry is None:
             return None
+        identity = entry.identity
+        if (  # seen on disk since the last read from the network: see core/reads.py
+            entry.checked_at == READS.value
+            and identity[1] == ino
+            and identity[2] == ctime_ns
+            and identity[0] == dev
+        ):
+            return entry
         try:
             st = os.lstat(real)
         except OSError:
             self._drop(real)
             return None
         now = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)  # _identity
-        if now != entry.identity or now[1] != ino or now[2] != ctime_ns or now[0] != dev:
+        if now != identity or now[1] != ino or now[2] != ctime_ns or now[0] != dev:
             self._drop(real)
             return None
+        entry.checked_at = READS.value
         return entry
 
     def keep(self, real: str, opened: OpenFile, st: os.stat_result) -> CachedFile | None:

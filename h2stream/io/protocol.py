@@ -17,6 +17,7 @@ from h2stream.core import proxy_header
 from h2stream.core import sniff as http1
 from h2stream.core.exchange import NO_ADDRESSES, Handler
 from h2stream.core.limits import limit_event
+from h2stream.core.reads import READS
 from h2stream.core.session import Session
 from h2stream.core.stats import STATS
 from h2stream.http1.connection import Http1Connection
@@ -252,6 +253,7 @@ class H2Protocol(asyncio.Protocol):
                 self._start_http1()
 
     def data_received(self, data: bytes) -> None:
+        READS.value += 1  # before parsing: see core/reads.py
         try:
             http1 = self.http1
             if http1 is not None:
@@ -317,6 +319,7 @@ class H2Protocol(asyncio.Protocol):
         session = self.session
         if session is None:
             return False
+        READS.value += 1
         self._after_io(session.receive(data))
         if session.input_pending:
             self._hold_input()
