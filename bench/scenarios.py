@@ -88,6 +88,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         quick=Load("1m.bin", 8, 1, 4),
     ),
     Scenario(
+        "A-100m-w16",
+        "A-100m with 64 KiB stream and connection windows (-w 16 -W 16): four streams share "
+        "one connection's credit",
+        MBPS,
+        full=Load("100m.bin", 8, 1, 4, ("-w", "16", "-W", "16")),
+        quick=Load("1m.bin", 8, 1, 4, ("-w", "16", "-W", "16")),
+    ),
+    Scenario(
         "B-1k",
         "many small responses: 1 KiB, 10 connections x 100 streams",
         RPS,

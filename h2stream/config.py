@@ -498,7 +498,7 @@ class Config:
     # wait on loopback or a LAN (busypoll.py; README "Flow control and latency").
     busy_poll_us: int = option(
         50,
-        "on h2c, microseconds to poll for a peer's credit before sleeping; 0 = never poll",
+        "microseconds to poll for a peer's credit before sleeping (TLS peeks); 0 = never",
         parse=_int_range(0, 100_000),
         metavar="MICROSECONDS",
     )

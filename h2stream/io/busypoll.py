@@ -27,6 +27,7 @@ from collections.abc import Callable
 from h2stream.core.stats import STATS
 
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_PEEK = socket.MSG_PEEK | _DONTWAIT
 
 
 class BusyPoll:
@@ -75,23 +76,59 @@ class BusyPoll:
             except BlockingIOError:
                 if now() < deadline:
                     continue
-                STATS.busy_poll_misses += 1
-                self._misses += 1
-                if self._misses >= self.MISSES_BEFORE_REST:
-                    self._skip = self._rest
-                    self._rest = min(2 * self._rest, self.LONGEST_REST)
-                    self._misses = self.MISSES_BEFORE_REST - 1  # after a rest, one try
+                self._missed()
                 return
             except OSError:
                 return  # reset or similar: the transport's own read reports it
             if not n:
                 return  # end of stream: likewise
-            STATS.busy_poll_hits += 1
-            self._misses = 0
-            self._rest = self.FIRST_REST
+            self._hit()
             if not feed(bytes(view[:n])):
                 return
             started = now()
             if started >= limit:
                 return
             deadline = started + self._window_ns
+
+    def wait_readable(self) -> None:
+        """Poll without reading (``MSG_PEEK``) until bytes are there or the window ends.
+
+        For TLS, whose layer (uvloop's) owns the socket's reads: the bytes are left for it,
+        and the event loop's next look at its sockets finds them at once, so the vCPU stays
+        awake for the peer's credit as it does on h2c; only the decrypting read is the loop's.
+        """
+        if self._skip:
+            self._skip -= 1
+            return
+        now = time.monotonic_ns
+        deadline = now() + self._window_ns
+        recv = self._sock.recv
+        while True:
+            try:
+                if recv(1, _PEEK):
+                    self._hit()
+                return  # bytes to read, or end of stream: the transport's read takes them
+            except BlockingIOError:
+                if now() < deadline:
+                    continue
+                self._missed()
+                return
+            except OSError:
+                return  # reset or similar: the transport's own read reports it
+
+    def close(self) -> None:
+        """Close the socket polled (a duplicate: the connection's own stays open)."""
+        self._sock.close()
+
+    def _hit(self) -> None:
+        STATS.busy_poll_hits += 1
+        self._misses = 0
+        self._rest = self.FIRST_REST
+
+    def _missed(self) -> None:
+        STATS.busy_poll_misses += 1
+        self._misses += 1
+        if self._misses >= self.MISSES_BEFORE_REST:
+            self._skip = self._rest
+            self._rest = min(2 * self._rest, self.LONGEST_REST)
+            self._misses = self.MISSES_BEFORE_REST - 1  # after a rest, one try

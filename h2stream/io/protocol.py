@@ -88,8 +88,10 @@ class H2Protocol(asyncio.Protocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._proxied = proxied
         self._proxy = proxy and proxied is None
-        # h2c only: polls for a peer's credit (busypoll.py); its socket is the sink's.
+        # Polls for a peer's credit (busypoll.py): on h2c on the sink's socket, made with it;
+        # on TLS without reading, on a duplicate of its own made at the first wait.
         self._poller: BusyPoll | None = None
+        self._poll_tls = tls and server.config.busy_poll_us > 0
 
     # -- transport callbacks -------------------------------------------------------------
 
@@ -273,6 +275,9 @@ class H2Protocol(asyncio.Protocol):
                     self._hold_input()
                 if not self._sink.writable:  # type: ignore[union-attr]
                     self._cap_backlog()
+                elif self._tls:
+                    if self._poll_tls and self._may_poll(session):
+                        self._wait_readable_tls()
                 elif self._poller is not None and self._may_poll(session):
                     self._poller.poll(self._take_polled)
             else:
@@ -313,6 +318,27 @@ class H2Protocol(asyncio.Protocol):
             and not self._input_held
             and session.waiting_for_credit()
         )
+
+    def _wait_readable_tls(self) -> None:
+        """TLS polls without reading (uvloop's SSL layer owns the reads: busypoll.py), on a
+        duplicate of the socket made at the first wait: only a worker's lone connection
+        ever waits, so the others never pay for one."""
+        poller = self._poller
+        if poller is None:
+            transport = self._transport
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is None:
+                self._poll_tls = False
+                return
+            dup = socket.fromfd(sock.fileno(), sock.family, socket.SOCK_STREAM)
+            dup.setblocking(False)
+            poller = self._poller = BusyPoll(dup, self._server.config.busy_poll_us)
+        poller.wait_readable()
+
+    def _drop_poller(self) -> None:
+        poller, self._poller = self._poller, None
+        if poller is not None and self._tls:
+            poller.close()  # TLS's duplicate is the poller's own (h2c's is the sink's)
 
     def _take_polled(self, data: bytes) -> bool:
         """Bytes the poller read: the same path as data_received. Returns whether to poll on."""
@@ -417,7 +443,7 @@ class H2Protocol(asyncio.Protocol):
             self.http1.connection_lost()
         if self._sink is not None:
             self._sink.close()
-        self._poller = None
+        self._drop_poller()
         # h2's connection and our session are reference cycles, freed only by the garbage
         # collector, and through them the transport would wait too: for TLS, uvloop's SSL
         # layer with its 256 KiB read buffer and OpenSSL's state. Dropped here, they go now
@@ -628,7 +654,8 @@ class H2Protocol(asyncio.Protocol):
         assert transport is not None and self._sink is not None
         config = self._server.config
         pools = self._pools
-        self._poller = None  # busy polling waits for HTTP/2 window updates only
+        self._drop_poller()  # busy polling waits for HTTP/2 window updates only
+        self._poll_tls = False
         self._sink = Http1TransportSink(
             transport,
             self._raw,

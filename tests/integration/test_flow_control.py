@@ -743,15 +743,18 @@ def acking_client(port: int, tls: bool = False) -> StreamingClient:
     return StreamingClient(port, tls=tls, auto_ack=True)
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "tls"])
 def test_busy_poll_catches_the_credit_of_a_lone_connection(
-    server_factory: Callable[..., Any], digests: dict[str, str], tmp_path: Path
+    tls: bool, server_factory: Callable[..., Any], digests: dict[str, str], tmp_path: Path
 ) -> None:
     """A window-bound download (nghttp, 64 KiB windows): polls hit, and the body is exact.
-    The poll window is 1 ms here, not the default 50 us, so a hit does not depend on how fast
-    a shared CI machine lets the client answer (an in-process Python client, sharing the
-    server's GIL, is slower still)."""
+    Over TLS the poll only peeks (the SSL layer reads and decrypts), so a body that came out
+    whole shows the peeked bytes were left for it. The poll window is 1 ms here, not the
+    default 50 us, so a hit does not depend on how fast a shared CI machine lets the client
+    answer (an in-process Python client, sharing the server's GIL, is slower still)."""
     nghttp = require("nghttp")
-    server = server_factory("--metrics-bind", "127.0.0.1:0", "--busy-poll-us", "1000")
+    tls_args = ("--self-signed",) if tls else ()
+    server = server_factory("--metrics-bind", "127.0.0.1:0", "--busy-poll-us", "1000", *tls_args)
     metrics = metrics_url(server)
     out = tmp_path / "download.bin"
     with open(out, "wb") as sink:
@@ -771,18 +774,19 @@ def test_busy_poll_catches_the_credit_of_a_lone_connection(
     assert hits is not None and float(hits.group(1)) > 0, polls
 
 
-@pytest.mark.parametrize("case", ["off", "tls", "second-connection"])
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "tls"])
+@pytest.mark.parametrize("case", ["off", "second-connection"])
 def test_busy_poll_only_where_it_replaces_sleep(
-    case: str, inprocess_factory: Callable[..., Any], digests: dict[str, str]
+    case: str, tls: bool, inprocess_factory: Callable[..., Any], digests: dict[str, str]
 ) -> None:
-    """No polling when turned off, over TLS (the SSL layer owns the reads), or while the
-    worker has another connection (its events must not wait behind our poll)."""
-    changes: dict[str, object] = {"off": {"busy_poll_us": 0}, "tls": {"self_signed": True}}.get(
-        case, {}
-    )
+    """No polling when turned off, or while the worker has another connection (its events
+    must not wait behind our poll), on h2c and TLS alike."""
+    changes: dict[str, object] = {"busy_poll_us": 0} if case == "off" else {}
+    if tls:
+        changes["self_signed"] = True
     server = inprocess_factory(**changes)
-    idle = RawH2Client(server.port, tls=case == "tls") if case == "second-connection" else None
-    client = acking_client(server.port, tls=case == "tls")
+    idle = RawH2Client(server.port, tls=tls) if case == "second-connection" else None
+    client = acking_client(server.port, tls=tls)
     try:
         if idle is not None:  # answered first, so the worker surely counts it
             hello = idle.request("/hello.txt")
