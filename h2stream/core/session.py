@@ -316,6 +316,8 @@ class Session:
         # With Upgrade: h2c, stream 1's DATA waits for the client's preface (see DESIGN.md:
         # curl drops the connection if too much arrives with the 101).
         self._hold_data = False
+        # The run a stream with company may send per turn (see pump).
+        self._shared_run = config.stream_turn_bytes
         # Request ids (see requestid.py for the policy); peer and transport for the access log,
         # set by the I/O layer.
         self._request_id = requestid.resolver(config)
@@ -766,13 +768,28 @@ class Session:
                 continue  # finished or reset while queued: dropped lazily, no O(n) removal
             h2_stream = stream.h2_stream
             # Alone in the queue, a stream may use a larger run (fewer turns, bigger writes);
-            # with company, the fairness quantum applies.
+            # with company, runs start at the fairness quantum and double while the socket
+            # takes each whole, back to the quantum at the first it cannot: while nothing
+            # waits in the transport, a larger run delays no other stream. Connection credit
+            # is never taken beyond an equal share of it, and a run the window cut short
+            # changes nothing: scarce credit is shared at the quantum.
             stream_left = stream_window(h2_stream)
             window = min(stream_left, conn_window)
-            quantum = turn if ready else solo
+            shared = bool(ready)
+            if not shared:
+                quantum = solo
+            else:
+                quantum = self._shared_run
+                if quantum > turn:
+                    quantum = max(turn, min(quantum, conn_window // (len(ready) + 1)))
             allowed = min(window, quantum)
             sink.write_each_frame = window < quantum
             sent = body.emit(sink, stream.stream_id, allowed, max_frame)
+            if shared:
+                if not sink.writable:
+                    self._shared_run = turn
+                elif sent >= quantum:
+                    self._shared_run = min(2 * quantum, solo)
             if sent:
                 data_sent(h2_stream, sent)
                 stream_left -= sent
