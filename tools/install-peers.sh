@@ -49,7 +49,10 @@ echo "peers:"
 for bin in h2load nginx h2o caddy openssl curl; do
     printf '  %-8s %s\n' "$bin" "$(command -v "$bin" || echo missing)"
 done
-python3 - <<'EOF'
+# The versions as the interpreter that pip installed into sees them (a venv's, with PIP set).
+PYTHON=python3
+[[ $PIP == *" -m pip" ]] && PYTHON=${PIP% -m pip}
+$PYTHON - <<'EOF'
 import importlib.metadata as md
 for name in ("hypercorn", "granian", "uvicorn", "zttp", "matplotlib"):
     try:
