@@ -330,7 +330,11 @@ class H2Protocol(asyncio.Protocol):
             if sock is None:
                 self._poll_tls = False
                 return
-            dup = socket.fromfd(sock.fileno(), sock.family, socket.SOCK_STREAM)
+            try:
+                dup = socket.fromfd(sock.fileno(), sock.family, socket.SOCK_STREAM)
+            except OSError:  # out of fds, say: this connection sleeps as before, no poll
+                self._poll_tls = False
+                return
             dup.setblocking(False)
             poller = self._poller = BusyPoll(dup, self._server.config.busy_poll_us)
         poller.wait_readable()
