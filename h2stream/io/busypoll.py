@@ -20,14 +20,17 @@ up) costs only 16 waits of polling, not the rest of a short download.
 
 from __future__ import annotations
 
+import functools
 import socket
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from h2stream.core.stats import STATS
 
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _PEEK = socket.MSG_PEEK | _DONTWAIT
+T = TypeVar("T")
 
 
 class BusyPoll:
@@ -70,18 +73,11 @@ class BusyPoll:
             self._view = memoryview(buffer)
         view = self._view
         assert view is not None
+        read = functools.partial(recv_into, buffer, 0, _DONTWAIT)
         while True:
-            try:
-                n = recv_into(buffer, 0, _DONTWAIT)
-            except BlockingIOError:
-                if now() < deadline:
-                    continue
-                self._missed()
-                return
-            except OSError:
-                return  # reset or similar: the transport's own read reports it
+            n = self._first(read, deadline)
             if not n:
-                return  # end of stream: likewise
+                return  # a miss, end of stream or an error (left for the transport)
             self._hit()
             if not feed(bytes(view[:n])):
                 return
@@ -100,21 +96,25 @@ class BusyPoll:
         if self._skip:
             self._skip -= 1
             return
+        peek = functools.partial(self._sock.recv, 1, _PEEK)
+        if self._first(peek, time.monotonic_ns() + self._window_ns):
+            self._hit()  # bytes to read (end of stream too is left for the transport's read)
+
+    def _first(self, attempt: Callable[[], T], deadline: int) -> T | None:
+        """What ``attempt`` (a non-blocking socket call) returns once it stops saying "would
+        block", or None: at ``deadline`` (a miss, counted) or on an error (a reset or
+        similar, which the transport's own read reports)."""
         now = time.monotonic_ns
-        deadline = now() + self._window_ns
-        recv = self._sock.recv
         while True:
             try:
-                if recv(1, _PEEK):
-                    self._hit()
-                return  # bytes to read, or end of stream: the transport's read takes them
+                return attempt()
             except BlockingIOError:
                 if now() < deadline:
                     continue
                 self._missed()
-                return
+                return None
             except OSError:
-                return  # reset or similar: the transport's own read reports it
+                return None
 
     def close(self) -> None:
         """Close the socket polled (a duplicate: the connection's own stays open)."""

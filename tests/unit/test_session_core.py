@@ -507,39 +507,40 @@ def _runs(frames: list[Frame]) -> list[tuple[int, int]]:
     return runs
 
 
-def test_runs_with_company_grow_while_the_sink_keeps_up(root: Path) -> None:
-    """Two 1 MiB bodies, windows far larger: runs start at the turn and double while every
-    write is taken whole (a sink that never pauses), up to the run cap; the bytes exact."""
-    turn = 65536
-    peer = Peer(
+TURN = 65536
+
+
+def _two_stream_peer(root: Path) -> Peer:
+    """Stream and connection windows far larger than two 1 MiB bodies; the turn 64 KiB."""
+    return Peer(
         root,
-        config=Config(stream_turn_bytes=turn),
+        config=Config(stream_turn_bytes=TURN),
         client_settings={SC.INITIAL_WINDOW_SIZE: 16 * MIB},
         connection_window=16 * MIB,
     )
+
+
+def test_runs_with_company_grow_while_the_sink_keeps_up(root: Path) -> None:
+    """Two 1 MiB bodies, windows far larger: runs start at the turn and double while every
+    write is taken whole (a sink that never pauses), up to the run cap; the bytes exact."""
+    peer = _two_stream_peer(root)
     a = peer.request("/big.bin")
     b = peer.request("/big.bin")
     frames = peer.send()
     expected = (root / "big.bin").read_bytes()
     assert payload(frames, a) == expected and payload(frames, b) == expected
     sizes = [size for _, size in _runs(frames)]
-    assert sizes[0] == turn, sizes
-    assert sizes[1] == 2 * turn and sizes[2] == 4 * turn, sizes
+    assert sizes[0] == TURN, sizes
+    assert sizes[1] == 2 * TURN and sizes[2] == 4 * TURN, sizes
     assert max(sizes) <= peer.sink.solo_run
     # Fewer runs than the turn alone would make (32).
-    assert len(sizes) < 2 * MIB // turn // 2, sizes
+    assert len(sizes) < 2 * MIB // TURN // 2, sizes
 
 
 def test_runs_with_company_stay_at_the_turn_while_the_sink_is_backlogged(root: Path) -> None:
     """A sink that pauses after every write (a slow client): every run with company is the
     fairness turn, so a stream never waits behind more than one turn of another."""
-    turn = 65536
-    peer = Peer(
-        root,
-        config=Config(stream_turn_bytes=turn),
-        client_settings={SC.INITIAL_WINDOW_SIZE: 16 * MIB},
-        connection_window=16 * MIB,
-    )
+    peer = _two_stream_peer(root)
     peer.sink.pause_every = 1
     a = peer.request("/big.bin")
     b = peer.request("/big.bin")
@@ -552,16 +553,15 @@ def test_runs_with_company_stay_at_the_turn_while_the_sink_is_backlogged(root: P
     assert payload(frames, a) == expected and payload(frames, b) == expected
     runs = _runs(frames)
     shared = [size for stream, size in runs if stream == a][: len(runs) // 2 - 1]
-    assert shared and max(shared) <= turn, runs
+    assert shared and max(shared) <= TURN, runs
 
 
 def test_runs_never_take_more_than_an_equal_share_of_scarce_credit(root: Path) -> None:
     """Ten 1 MiB bodies and 1 MiB of connection credit: runs would grow past an equal share
     (the sink keeps up), but each takes at most that share, so all ten get some of it."""
-    turn = 65536
     peer = Peer(
         root,
-        config=Config(stream_turn_bytes=turn),
+        config=Config(stream_turn_bytes=TURN),
         client_settings={SC.INITIAL_WINDOW_SIZE: 16 * MIB},
     )
     sids = [peer.request("/big.bin") for _ in range(10)]
