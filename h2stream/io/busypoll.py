@@ -16,6 +16,9 @@ across a real network answers in milliseconds) skips its next 16 waits, then tri
 and each further miss doubles the skip up to 1,024 waits; a hit starts over. Counting waits
 rather than time means a slow start (the first windows of a download, while the client sets
 up) costs only 16 waits of polling, not the rest of a short download.
+
+TLS polls too, without reading (:meth:`BusyPoll.wait_readable`): uvloop's SSL layer owns the
+socket's reads, so the poll peeks and returns as soon as bytes are there.
 """
 
 from __future__ import annotations
