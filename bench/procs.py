@@ -26,15 +26,26 @@ class StartError(RuntimeError):
     """The server exited, or did not accept connections, before its deadline."""
 
 
+# Ports free_port has handed out in this run: the kernel may offer a released port again at
+# once, and two servers launched together on one port would both look up (one answering the
+# other's probes) while the second has exited.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port that was free a moment ago: bind port 0 on loopback, read it, release it.
+    """A port that was free a moment ago and not handed out before in this run: bind port 0 on
+    loopback, read it, release it.
 
     Peers take a port on their command line or in a config file, so the harness cannot hand them
     a bound socket; the tiny window between probe and bind is accepted (start retries on it).
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((LOOPBACK, 0))
+            port = int(probe.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 PR_SET_PDEATHSIG = 1

@@ -165,6 +165,9 @@ class Runner:
             affinity = sorted(os.sched_getaffinity(p.started.pid))
             self.out.servers[p.server.name].setdefault("cpus", {})[p.proto] = affinity
         inst.caps = p.server.capabilities(inst.base_url)
+        code = p.started.proc.poll()
+        if code is not None:  # what answered was not this server (another took its port)
+            return f"failed to start: exited with {code}: {procs.log_tail(p.started.log_path)}"
         needed = p.server.required()
         if needed and needed not in inst.caps:
             procs.stop(p.started)
