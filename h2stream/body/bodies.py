@@ -184,6 +184,10 @@ class FileBody(Body):
                     return sent
         return sent + self._emit_copy(sink, stream_id, n - sent, max_frame)
 
+    def read_ahead(self, sink: FrameSink, stream_id: int, count: int, max_frame: int) -> None:
+        if self.remaining > 0 and not (sink.use_sendfile and not sink.copy_small_frames):
+            sink.read_ahead(stream_id, self.fd, self.offset, min(count, self.remaining), max_frame)
+
     def _emit_copy(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
         """Read, then frame: the path that may carry END_STREAM."""
         if allowed <= 0:

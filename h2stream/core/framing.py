@@ -29,6 +29,9 @@ class FrameSink(Protocol):
     # own (the window cut the run short) rather than the whole run in one write.
     copy_small_frames: bool
     write_each_frame: bool
+    # The run has company: what is read ahead is the next stream's (Session.pump asks for it
+    # through read_ahead), not this one's.
+    shared_turn: bool
 
     @property
     def solo_run(self) -> int:
@@ -56,6 +59,10 @@ class FrameSink(Protocol):
     def drop_read_ahead(self, stream_id: int | None = None) -> None:
         """Forget anything read ahead for ``stream_id`` (every stream if None)."""
 
+    def read_ahead(self, stream_id: int, fd: int, offset: int, count: int, max_frame: int) -> None:
+        """Read about ``count`` bytes of ``fd`` from ``offset`` for ``stream_id``'s next run,
+        ahead of its credit (a sink may decline)."""
+
     def send_file_frames(
         self, stream_id: int, fd: int, offset: int, count: int, max_frame: int
     ) -> tuple[int, bool]:
@@ -75,10 +82,14 @@ class SinkBase:
 
     copy_small_frames = False
     write_each_frame = False
+    shared_turn = False
 
     @property
     def solo_run(self) -> int:
         return 256 * 1024
+
+    def read_ahead(self, stream_id: int, fd: int, offset: int, count: int, max_frame: int) -> None:
+        pass  # nothing kept: every run is read when it is sent
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         raise NotImplementedError
@@ -124,6 +135,9 @@ class Body:
     def emit(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
         """Frame at most ``allowed`` payload bytes; return how many were framed."""
         raise NotImplementedError
+
+    def read_ahead(self, sink: FrameSink, stream_id: int, count: int, max_frame: int) -> None:
+        """Have ``sink`` read the next ``count`` bytes ahead, if this body reads a file."""
 
     @property
     def done(self) -> bool:

@@ -760,6 +760,12 @@ class Session:
         while ready and sink.writable and budget > 0:
             conn_window = conn.outbound_flow_control_window
             if conn_window <= 0:
+                # Waiting for the connection's credit: the next stream's run is read while
+                # the peer reads what went out (the lone stream reads its own: sink).
+                upcoming = ready[0]
+                if upcoming.body is not None:
+                    left = min(stream_window(upcoming.h2_stream), turn)
+                    upcoming.body.read_ahead(sink, upcoming.stream_id, left, max_frame)
                 return False
             stream = ready.popleft()
             stream.queued = False
@@ -784,6 +790,7 @@ class Session:
                     quantum = max(turn, min(quantum, conn_window // (len(ready) + 1)))
             allowed = min(window, quantum)
             sink.write_each_frame = window < quantum
+            sink.shared_turn = shared
             sent = body.emit(sink, stream.stream_id, allowed, max_frame)
             if shared:
                 if not sink.writable:

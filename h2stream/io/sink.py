@@ -192,6 +192,7 @@ class TransportSink(SinkBase):
         "_transport",
         "copy_small_frames",
         "flush_at",
+        "shared_turn",
         "use_sendfile",
         "writable",
         "write_each_frame",
@@ -227,6 +228,7 @@ class TransportSink(SinkBase):
         self._tail: list[int] | None = None
         self.copy_small_frames = False
         self.write_each_frame = False
+        self.shared_turn = False
         self.writable = True
         # Queued bytes go to the transport once they reach this size.
         self.flush_at = flush_at
@@ -359,11 +361,30 @@ class TransportSink(SinkBase):
             self.flush()
             self._write_frames(run[0], run[1], max_frame)
             got = count
-        if got == count and following and self.write_each_frame and self._ahead is None:
+        if (
+            got == count
+            and following
+            and self.write_each_frame
+            and not self.shared_turn
+            and self._ahead is None
+        ):
             # The window cut this run short: read the next while the peer reads this one.
             size = min(following, max(count, READ_AHEAD_MIN), READ_AHEAD_MAX)
             self._read_ahead(stream_id, fd, offset + count, size, max_frame)
         return got
+
+    def read_ahead(self, stream_id: int, fd: int, offset: int, count: int, max_frame: int) -> None:
+        """The next stream's run, read while the peer reads this one's (streams taking turns
+        on a connection window that binds: A-100m-w16); another stream's read-ahead, which
+        would wait for its turn, gives way."""
+        ahead = self._ahead
+        if ahead is not None:
+            if ahead.continues(stream_id, fd, offset, max_frame):
+                return
+            self.drop_read_ahead()
+        if count > _SMALL_COPY:
+            size = min(max(count, READ_AHEAD_MIN), READ_AHEAD_MAX)
+            self._read_ahead(stream_id, fd, offset, size, max_frame)
 
     def _copy_small(
         self, stream_id: int, fd: int, offset: int, count: int, end_stream: bool

@@ -831,3 +831,32 @@ def test_busy_poll_rests_when_credit_stops_and_still_serves(
     finally:
         client.close()
     assert wait_until(lambda: not server.server.connections)
+
+
+@pytest.mark.parametrize("transport_name", ["h2c", "tls"])
+def test_streams_taking_turns_read_the_next_ahead(
+    transport_name: str, inprocess_factory: Callable[..., Any], files_root: Path
+) -> None:
+    """Four window-bound downloads on one connection (64 KiB windows, credit returned as the
+    data arrives) take turns on the connection's credit. While it waits for credit the server
+    reads the run of the stream that goes next, not more of the one that just went (which
+    waits for its turn again): most bytes leave from read-aheads, and every body is exact."""
+    changes = INPROCESS_TRANSPORTS[transport_name]
+    server = inprocess_factory(**changes)
+    names = ["mib.bin", "f100m.bin", "f256m.bin", "mib.bin"]
+    expected = {name: (files_root / name).read_bytes()[:MIB] for name in set(names)}
+    client = RawH2Client(server.port, tls=bool(changes.get("self_signed")), auto_ack=True)
+    try:
+        ahead_before = STATS.body_bytes_read_ahead
+        sids = [
+            (name, client.request(f"/{name}", extra=[("range", f"bytes=0-{MIB - 1}")]))
+            for name in names
+        ]
+        assert client.until(lambda: all(client.responses[s].ended for _, s in sids), 60)
+        for name, sid in sids:
+            assert client.responses[sid].reset_code is None
+            assert bytes(client.responses[sid].body) == expected[name], name
+        ahead = STATS.body_bytes_read_ahead - ahead_before
+        assert ahead >= len(names) * MIB // 2, f"{ahead} of {len(names) * MIB} read ahead"
+    finally:
+        client.close()
