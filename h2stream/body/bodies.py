@@ -186,7 +186,7 @@ class FileBody(Body):
 
     def read_ahead(self, sink: FrameSink, stream_id: int, count: int, max_frame: int) -> None:
         if self.remaining > 0 and not (sink.use_sendfile and not sink.copy_small_frames):
-            sink.read_ahead(stream_id, self.fd, self.offset, min(count, self.remaining), max_frame)
+            sink.read_ahead(stream_id, self.fd, self.offset, count, max_frame, self.remaining)
 
     def _emit_copy(self, sink: FrameSink, stream_id: int, allowed: int, max_frame: int) -> int:
         """Read, then frame: the path that may carry END_STREAM."""

@@ -59,9 +59,12 @@ class FrameSink(Protocol):
     def drop_read_ahead(self, stream_id: int | None = None) -> None:
         """Forget anything read ahead for ``stream_id`` (every stream if None)."""
 
-    def read_ahead(self, stream_id: int, fd: int, offset: int, count: int, max_frame: int) -> None:
-        """Read about ``count`` bytes of ``fd`` from ``offset`` for ``stream_id``'s next run,
-        ahead of its credit (a sink may decline)."""
+    def read_ahead(
+        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int, following: int
+    ) -> None:
+        """Read ``fd`` from ``offset`` for ``stream_id``'s next run (about ``count`` bytes,
+        never past the ``following`` bytes its body has left) ahead of its credit; a sink
+        may decline."""
 
     def send_file_frames(
         self, stream_id: int, fd: int, offset: int, count: int, max_frame: int
@@ -88,7 +91,9 @@ class SinkBase:
     def solo_run(self) -> int:
         return 256 * 1024
 
-    def read_ahead(self, stream_id: int, fd: int, offset: int, count: int, max_frame: int) -> None:
+    def read_ahead(
+        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int, following: int
+    ) -> None:
         pass  # nothing kept: every run is read when it is sent
 
     def write(self, data: bytes | bytearray | memoryview) -> None:

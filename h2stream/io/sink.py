@@ -369,11 +369,12 @@ class TransportSink(SinkBase):
             and self._ahead is None
         ):
             # The window cut this run short: read the next while the peer reads this one.
-            size = min(following, max(count, READ_AHEAD_MIN), READ_AHEAD_MAX)
-            self._read_ahead(stream_id, fd, offset + count, size, max_frame)
+            self._read_ahead(stream_id, fd, offset + count, count, max_frame, following)
         return got
 
-    def read_ahead(self, stream_id: int, fd: int, offset: int, count: int, max_frame: int) -> None:
+    def read_ahead(
+        self, stream_id: int, fd: int, offset: int, count: int, max_frame: int, following: int
+    ) -> None:
         """The next stream's run, read while the peer reads this one's (streams taking turns
         on a connection window that binds: A-100m-w16); another stream's read-ahead, which
         would wait for its turn, gives way."""
@@ -382,9 +383,7 @@ class TransportSink(SinkBase):
             if ahead.continues(stream_id, fd, offset, max_frame):
                 return
             self.drop_read_ahead()
-        if count > _SMALL_COPY:
-            size = min(max(count, READ_AHEAD_MIN), READ_AHEAD_MAX)
-            self._read_ahead(stream_id, fd, offset, size, max_frame)
+        self._read_ahead(stream_id, fd, offset, count, max_frame, following)
 
     def _copy_small(
         self, stream_id: int, fd: int, offset: int, count: int, end_stream: bool
@@ -490,10 +489,16 @@ class TransportSink(SinkBase):
         else:
             self._buffers.give_back(buf)
 
-    def _read_ahead(self, stream_id: int, fd: int, offset: int, count: int, max_frame: int) -> None:
+    def _read_ahead(
+        self, stream_id: int, fd: int, offset: int, grant: int, max_frame: int, following: int
+    ) -> None:
+        """Read ahead about the size of ``grant`` (the last run, or the credit expected), at
+        least 64 KiB (RFC 9113's default window), at most what a copy buffer holds, and
+        never past the ``following`` bytes the body has left."""
         budget = self._read_ahead_budget
         if not budget.acquire(self):
             return
+        count = min(following, max(grant, READ_AHEAD_MIN), READ_AHEAD_MAX)
         run = self._read_frames(stream_id, fd, offset, count, max_frame, False)
         if run is None:
             budget.release(self)  # short: the grant's own read will tell
