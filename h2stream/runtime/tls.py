@@ -9,9 +9,38 @@ import shutil
 import ssl
 import subprocess
 import tempfile
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 # TLS 1.2 suites allowed by RFC 9113 section 9.2.2 (ephemeral key exchange, AEAD only).
 _TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+# The most plaintext one TLS record carries (RFC 8446 section 5.1; 2**14 in TLS 1.2 too).
+RECORD_PLAINTEXT = 16384
+
+
+class RecordSizedReads(ssl.SSLObject):
+    """An SSLObject whose reads ask for at most one record's plaintext.
+
+    uvloop's SSL layer (asyncio's too) reads what it decrypts with ``read(256 KiB)``, and the
+    ``bytes`` that call makes is above glibc's mmap threshold: a read of a record, however
+    small (a WINDOW_UPDATE), cost an mmap, an mremap to shrink it and an munmap, plus a page
+    fault, until glibc happened to raise its threshold (when a read that found nothing freed
+    a whole buffer). A read returns at most one record, so asking for 16 KiB loses nothing
+    (the caller reads again while data is pending) and the buffer comes from the heap.
+    Window-bound TLS downloads: 13% less server CPU per byte (README "Flow control and
+    latency").
+    """
+
+    __slots__ = ()
+
+    def read(self, len: int = 1024, buffer: WriteableBuffer | None = None) -> bytes:
+        if buffer is None:
+            return self._sslobj.read(len if len < RECORD_PLAINTEXT else RECORD_PLAINTEXT)  # type: ignore[attr-defined]
+        return self._sslobj.read(len, buffer)  # type: ignore[attr-defined]
 
 
 class TLSError(Exception):
@@ -22,6 +51,7 @@ def server_context(
     certfile: str, keyfile: str, protocols: tuple[str, ...] = ("h2", "http/1.1")
 ) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.sslobject_class = RecordSizedReads
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(_TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
