@@ -21,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Protocol
-
-import zstandard
+from typing import TYPE_CHECKING, Protocol
 
 from h2stream.core.limits import limit_event
+
+if TYPE_CHECKING:
+    import zstandard
 
 # A holder that has compressed nothing for this long is parked (its client is not reading, or
 # its producer is quiet); a busy one gets a turn at least this long before it must yield.
@@ -139,6 +140,8 @@ class ZstdContexts:
         idle = self._idle.get(level)
         if idle:
             return idle.pop()
+        import zstandard  # at the first compressed response (README "Memory")
+
         params = self._params.get(level)
         if params is None:
             params = zstandard.ZstdCompressionParameters.from_level(

@@ -20,13 +20,12 @@ response (about 320 KiB). A zstd context allocates 521 KiB at level 1 with our 6
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
-
-import zstandard
+from typing import TYPE_CHECKING, NamedTuple
 
 from h2stream.body.bodies import ProducerHandover
 from h2stream.body.compressors import ZstdContexts
@@ -36,8 +35,19 @@ from h2stream.core.frames import DATA_HEADER, FLAG_END_STREAM
 from h2stream.core.framing import Body, FrameSink
 from h2stream.core.stats import STATS
 
-# What an empty body compresses to: one frame without content (RFC 8878 §3.1.1).
-_EMPTY_FRAME = zstandard.ZstdCompressor(level=1).compress(b"")
+if TYPE_CHECKING:
+    import zstandard
+
+
+@functools.cache
+def _empty_frame() -> bytes:
+    """What an empty body compresses to: one frame without content (RFC 8878 §3.1.1).
+    zstandard is imported at the first compressed response (README "Memory")."""
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=1).compress(b"")
+
+
 # gzip: a 32 KiB window with the gzip wrapper (wbits 16 + 15).
 _GZIP_WBITS = 31
 
@@ -336,6 +346,8 @@ class ZstdEncoder(Encoder):
 
     def suspend(self) -> None:
         if self._obj is not None:
+            import zstandard
+
             self._tail += self._obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
             self._obj = None
         self._release()
@@ -371,16 +383,20 @@ class ZstdEncoder(Encoder):
         self.last_used = time.monotonic()
         if self._obj is None:
             return b""
+        import zstandard
+
         return self._obj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
 
     def finish(self) -> bytes:
         obj, self._obj = self._obj, None
         if obj is not None:
+            import zstandard
+
             out = obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
         elif self._framed:
             out = b""  # every frame is complete already
         else:
-            out = _EMPTY_FRAME  # an empty body is still one (empty) frame
+            out = _empty_frame()  # an empty body is still one (empty) frame
         self._framed = True
         self._release()
         return out

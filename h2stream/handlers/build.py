@@ -1,22 +1,28 @@
 """Assembles the handler a worker serves from the config: static files, an app in front of
-them, the ``/_h2stream/`` endpoints before both."""
+them, the ``/_h2stream/`` endpoints before both.
+
+The ASGI adapter is imported only when an app is loaded: a worker serving files alone does
+not carry it (README "Memory").
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from h2stream.body.compressors import ZstdContexts
 from h2stream.body.encoding import EncodingPolicy
 from h2stream.config import Config
 from h2stream.core.exchange import Handler
 from h2stream.handlers.app import App
-from h2stream.handlers.asgi import AsgiHandler, is_asgi_app
-from h2stream.handlers.asgi.types import AsgiApp
 from h2stream.handlers.static import StaticFiles
 from h2stream.handlers.synthetic import PREFIX as BUILTIN_PREFIX
 from h2stream.handlers.synthetic import BuiltinEndpoints, with_builtins
+
+if TYPE_CHECKING:
+    from h2stream.handlers.asgi.types import AsgiApp
 
 
 def load_app(spec: str, interface: str = "native") -> App | AsgiApp:
@@ -25,6 +31,8 @@ def load_app(spec: str, interface: str = "native") -> App | AsgiApp:
     ``interface``: ``native`` wants an h2stream.App, ``asgi`` an ASGI 3 application, ``auto``
     either (an App is never taken for an ASGI app: it is called with one exchange).
     """
+    from h2stream.handlers.asgi import is_asgi_app
+
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"--app {spec!r}: expected MODULE:ATTR")
@@ -71,6 +79,8 @@ def build_handler(
     if app_spec is not None:
         app = load_app(app_spec, config.interface) if isinstance(app_spec, str) else app_spec
         if not isinstance(app, App):
+            from h2stream.handlers.asgi import AsgiHandler
+
             # The /_h2stream/ check rides in the ASGI handler, so the server finds the
             # handler's lifespan on the object it was given.
             builtins = BuiltinEndpoints(config, policy) if config.builtin_endpoints else None

@@ -15,7 +15,7 @@ made every 256 KiB buffer a fresh mmap and halved TLS throughput.
 from __future__ import annotations
 
 import asyncio
-import ctypes
+import functools
 import gc
 from collections.abc import Callable, Sized
 from typing import Protocol
@@ -24,15 +24,16 @@ from typing import Protocol
 IDLE_DELAY = 1.0
 
 
+@functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
+    # ctypes is loaded at the first trim, not at start: a worker at rest does without it.
+    import ctypes
+
     try:
         trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None  # not glibc (musl, macOS): nothing to do
     return trim
-
-
-_TRIM = _malloc_trim()
 
 
 class Releasable(Protocol):
@@ -45,9 +46,10 @@ def release_free_memory(pools: Releasable) -> bool:
     pages to the OS; False where the C library cannot."""
     pools.release_idle()
     gc.collect()
-    if _TRIM is None:
+    trim = _malloc_trim()
+    if trim is None:
         return False
-    _TRIM(0)
+    trim(0)
     return True
 
 

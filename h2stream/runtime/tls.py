@@ -5,10 +5,8 @@ throwaway self-signed certificate for localhost made with the ``openssl`` comman
 from __future__ import annotations
 
 import os
-import shutil
 import ssl
 import subprocess
-import tempfile
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -79,6 +77,11 @@ def alpn_protocols(http: str) -> tuple[str, ...]:
 
 def make_self_signed(directory: str | None = None) -> tuple[str, str]:
     """Write a fresh self-signed certificate for localhost; return (certfile, keyfile)."""
+    # Imported here, not at start: shutil brings bz2 and lzma, with tempfile 0.5 MiB that a
+    # worker at rest does without (README "Memory").
+    import shutil
+    import tempfile
+
     openssl = shutil.which("openssl")
     if openssl is None:
         raise TLSError("--self-signed needs the openssl command (Debian package openssl)")

@@ -238,6 +238,27 @@ def test_ipv6_bind_if_available(server_factory: Callable[..., ServerProcess]) ->
     assert (code, status, body) == (0, "200 2", b"hello, h2stream\n")
 
 
+def test_a_host_name_binds_through_the_resolver(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """A numeric host is bound by the server itself, a name by the event loop's resolver."""
+    server = server_factory("--bind", "localhost:0")
+    urls = server.urls
+    assert urls and re.match(r"http://(127\.0\.0\.1|\[::1\]):\d+$", urls[0]), server.log_text()
+    code, body, status = curl_status(f"{urls[0]}/hello.txt", "--http2-prior-knowledge")
+    assert (code, status, body) == (0, "200 2", b"hello, h2stream\n")
+
+
+def test_a_taken_address_is_a_clear_error(files_root: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_h2stream("serve", str(files_root), "--bind", f"127.0.0.1:{port}")
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+
+
 def test_default_root_is_the_working_directory(files_root: Path) -> None:
     """``h2stream serve`` with no ROOT serves the current directory."""
     server = ServerProcess(None, cwd=files_root, env={"PYTHONPATH": str(REPO)})

@@ -9,25 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from h2stream.handlers.grpc.wire import GrpcError, Status
+from h2stream.handlers.serving import HEALTH
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 SERVING = 1
 NOT_SERVING = 2
-
-
-class HealthState:
-    """The process's serving status: the server marks it NOT_SERVING as it starts draining.
-    ``services``: names (besides "", the whole server) that Check knows."""
-
-    def __init__(self) -> None:
-        self.serving = True
-        self.services: set[str] = set()
-
-    def set_serving(self, serving: bool) -> None:
-        self.serving = serving
-
-
-HEALTH = HealthState()
 
 
 def _service_name(request: bytes) -> str:
