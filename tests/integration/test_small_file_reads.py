@@ -6,15 +6,14 @@ strace, driven by a raw h2 client that sends its requests in one write.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.clients import RawH2Client, Response
-from support.commands import require
 from support.servers import ServerProcess
+from support.strace import Strace
 
 REQUESTS_PER_WRITE = 60
 
@@ -29,25 +28,14 @@ def served(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
     server.stop()
 
 
-class Lstats:
-    """strace attached to the server, recording its lstat calls (newfstatat on newer libcs)."""
+class Lstats(Strace):
+    """The server's lstat calls (newfstatat on newer libcs)."""
 
     def __init__(self, pid: int, log: Path) -> None:
-        self.log = log
-        self.proc = subprocess.Popen(
-            [require("strace"), "-q", "-f", "-e", "trace=lstat,newfstatat,statx",
-             "-o", str(log), "-p", str(pid)],
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        super().__init__(pid, log, "lstat,newfstatat,statx")
 
     def calls_naming(self, name: str) -> int:
-        if not self.log.exists():
-            return 0  # not attached yet
-        return sum(name in line for line in self.log.read_text().splitlines())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        return sum(name in line for line in self.lines())
 
 
 def _one_write_of_requests(client: RawH2Client, path: str, count: int) -> list[int]:

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.commands import require
 from support.curl import curl_command
 from support.h2load import assert_all_succeeded, h2load
 from support.servers import ServerProcess
+from support.strace import Strace
 
 DOWNLOAD = 4 << 20
 # An anonymous mapping at least this large is a read buffer of the old size (256 KiB plus the
@@ -37,28 +37,16 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     process.stop()
 
 
-class Syscalls:
-    """strace attached to the server, recording its mmap calls and its event loop's waits."""
+class Syscalls(Strace):
+    """The server's mmap calls and its event loop's waits."""
 
     def __init__(self, pid: int, log: Path) -> None:
-        self.log = log
-        self.proc = subprocess.Popen(
-            [require("strace"), "-q", "-f", "-e", "trace=mmap,epoll_wait,epoll_pwait",
-             "-o", str(log), "-p", str(pid)],
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def lines(self) -> list[str]:
-        return self.log.read_text().splitlines() if self.log.exists() else []
+        super().__init__(pid, log, "mmap,epoll_wait,epoll_pwait")
 
     def large_maps(self) -> int:
         return sum(
             int(m.group(1)) >= LARGE_MAP for line in self.lines() if (m := _MMAP.search(line))
         )
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
 
 def _attached(calls: Syscalls) -> None:
