@@ -50,8 +50,9 @@ class _Formatter(argparse.HelpFormatter):
     lzma, 0.3 MiB of a worker at rest) to size a formatter, which it makes for every option
     added (README "Memory")."""
 
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=_columns() - 2)
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        kwargs.setdefault("width", _columns() - 2)
+        super().__init__(prog, **kwargs)
 
 
 class Parser(argparse.ArgumentParser):
