@@ -27,8 +27,9 @@ class RecordSizedReads(ssl.SSLObject):
     ``bytes`` that call makes is above glibc's mmap threshold: a read of a record, however
     small (a WINDOW_UPDATE), cost an mmap, an mremap to shrink it and an munmap, plus a page
     fault, until glibc happened to raise its threshold (when a read that found nothing freed
-    a whole buffer). A read returns at most one record, so asking for 16 KiB loses nothing
-    (the caller reads again while data is pending) and the buffer comes from the heap.
+    a whole buffer). OpenSSL returns one record's plaintext per read (it pipelines reads
+    only when asked to, and ssl never asks), so asking for 16 KiB loses nothing (the caller
+    reads again while data is pending) and the buffer comes from the heap.
     Window-bound TLS downloads: 13% less server CPU per byte (README "Flow control and
     latency").
     """
